@@ -1,0 +1,24 @@
+"""mshare: fixed-address shared-memory regions from the mshared broker."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .client import Attachment, Info, Namespace, SessionInfo, Stat, connect
+from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError
+from .region import PAGE_SIZES, Region
+
+__all__ = [
+    "PAGE_SIZES",
+    "Attachment",
+    "BrokerUnavailableError",
+    "ForkedError",
+    "Info",
+    "Namespace",
+    "ProtocolError",
+    "Region",
+    "SessionInfo",
+    "SessionLostError",
+    "Stat",
+    "connect",
+]

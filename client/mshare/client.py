@@ -1,0 +1,531 @@
+"""Namespace and connect(): the session, the gRPC channel, and the os-like verbs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Final, Iterator, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from . import __version__
+from ._session import Session, close_all
+from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError, os_error
+from .region import MAPPINGS, PAGE_SIZES, Region
+from .v1 import broker_service_pb2 as pb
+from .v1 import broker_service_pb2_grpc, resources_pb2, session_pb2
+
+#: Metadata binding a gRPC call to the session, and ordering it after the
+#: session's earlier requests (docs/protocol.md).
+TOKEN_KEY: Final = "x-mshare-session"
+AFTER_KEY: Final = "x-mshare-after"
+
+SESSION_SOCKET: Final = "session.sock"
+GRPC_SOCKET: Final = "mshare.sock"
+
+#: Entries asked for per ListEntries page.
+LIST_PAGE: Final = 1000
+
+_POLICY_NUMBERS: Final = dict(zip(PAGE_SIZES, (1, 2, 3, 4)))
+_POLICY_NAMES: Final = {number: name for name, number in _POLICY_NUMBERS.items()}
+_STATES: Final = {resources_pb2.REGION_STATE_ACTIVE: "ACTIVE", resources_pb2.REGION_STATE_UNLINKED: "UNLINKED"}
+_ACCESS_NAMES: Final = {resources_pb2.ACCESS_READ_ONLY: "ro", resources_pb2.ACCESS_READ_WRITE: "rw"}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What stat() reports of a region or a directory."""
+
+    id: int
+    path: str
+    kind: str  # "region" or "directory"
+    start: int
+    size: int
+    mode: int  # permission bits only, like stat.S_IMODE(st_mode)
+    uid: int
+    gid: int
+    page_size: str | None  # "4k", "thp", "hugetlb-2m", "hugetlb-1g"; None for directories
+    attach_count: int
+    state: str | None  # "ACTIVE" or "UNLINKED"; None for directories
+    namespace: str
+    created: float  # seconds since the epoch
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def filemode(self) -> str:
+        """Like ls -l: drwxrwxrwt, -rw-------."""
+        kind = stat_module.S_IFDIR if self.kind == "directory" else stat_module.S_IFREG
+        return stat_module.filemode(kind | self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """mshare_info: the namespace's alignment and the broker's arena and page sizes."""
+
+    alignment: int
+    arena_start: int
+    arena_size: int
+    page_sizes: tuple[str, ...]
+    namespace: str
+    default_page_size: str
+    broker_version: str
+    epoch: int
+    region_capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    id: int
+    region_id: int
+    namespace: str
+    path: str
+    access: str  # "ro" or "rw"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A live session, as the broker sees it."""
+
+    id: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    pid: int
+    namespace: str
+    client_version: str
+    attachments: tuple[Attachment, ...]
+
+
+def _stat(entry: resources_pb2.Entry) -> Stat:
+    is_dir = entry.kind == resources_pb2.ENTRY_KIND_DIRECTORY
+    return Stat(
+        id=entry.id,
+        path=entry.path,
+        kind="directory" if is_dir else "region",
+        start=entry.start,
+        size=entry.size_bytes,
+        mode=entry.mode,
+        uid=entry.uid,
+        gid=entry.gid,
+        page_size=None if is_dir else _POLICY_NAMES.get(entry.page_policy),
+        attach_count=entry.attach_count,
+        state=None if is_dir else _STATES.get(entry.state),
+        namespace=entry.namespace,
+        created=entry.create_time.ToNanoseconds() / 1e9,
+    )
+
+
+def check_path(path: object) -> str:
+    """Refuse, before any call, what no broker could accept."""
+    if not isinstance(path, str):
+        raise TypeError(f"path must be str, not {type(path).__name__}")
+    if not path:
+        raise ValueError("path must not be empty")
+    if not path.startswith("/"):
+        raise ValueError(f"path must be absolute: {path!r}")
+    if "\0" in path:
+        raise ValueError("path must not contain NUL")
+    return path
+
+
+def _check_int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be int, not {type(value).__name__}")
+    return value
+
+
+def _check_mode(mode: object) -> int:
+    if not 0 <= _check_int(mode, "mode") <= 0o7777:
+        raise ValueError(f"mode must be within 0o0..0o7777: {mode!r}")
+    return int(mode)  # type: ignore[call-overload]
+
+
+def _policy_number(page_size: object) -> int:
+    if page_size is None:
+        return resources_pb2.PAGE_POLICY_UNSPECIFIED
+    if not isinstance(page_size, str):
+        raise TypeError(f"page_size must be str or None, not {type(page_size).__name__}")
+    try:
+        return _POLICY_NUMBERS[page_size]
+    except KeyError:
+        raise ValueError(f"page_size must be one of {', '.join(PAGE_SIZES)}: {page_size!r}") from None
+
+
+def _candidate_run_dirs() -> list[Path]:
+    uid = os.getuid()
+    dirs = [Path("/run/mshare")]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        dirs.append(Path(runtime) / "mshare")
+    dirs.append(Path(f"/tmp/mshare-{uid}"))
+    return dirs
+
+
+def find_run_dir(run_dir: str | os.PathLike[str] | None = None) -> Path:
+    """run_dir, else $MSHARE_RUN_DIR, else the first default run dir holding session.sock.
+
+    Refuses a run dir that others may write to: whoever can replace the socket
+    could pose as the broker.
+    """
+    if run_dir is None and os.environ.get("MSHARE_RUN_DIR"):
+        run_dir = os.environ["MSHARE_RUN_DIR"]
+    if run_dir is not None:
+        found = Path(run_dir)
+    else:
+        candidates = _candidate_run_dirs()
+        holding = [d for d in candidates if (d / SESSION_SOCKET).exists()]
+        if not holding:
+            tried = ", ".join(str(d / SESSION_SOCKET) for d in candidates)
+            raise BrokerUnavailableError(errno.ENOENT, f"no mshare broker found (tried {tried}); set MSHARE_RUN_DIR", tried)
+        found = holding[0]
+    try:
+        mode = found.stat().st_mode
+    except OSError as exc:
+        raise BrokerUnavailableError(exc.errno or errno.ENOENT, f"no mshare run dir: {exc.strerror}", str(found)) from None
+    if mode & stat_module.S_IWOTH:
+        raise BrokerUnavailableError(
+            errno.EPERM, f"refusing run dir writable by others (mode {stat_module.S_IMODE(mode):04o})", str(found)
+        )
+    return found
+
+
+class Namespace:
+    """A session with the broker, in one namespace: the os-like verbs on its tree.
+
+    Use as a context manager or call close(). Thread-safe. Regions opened
+    through it keep it alive; close() closes them first. After fork() the
+    child must call mshare.connect() again.
+    """
+
+    _session: Session | None = None
+    _channel: grpc.Channel | None = None
+
+    def __init__(self, namespace: str, run_dir: Path) -> None:
+        self._pid = os.getpid()
+        self.run_dir = run_dir
+        session_path = str(run_dir / SESSION_SOCKET)
+        try:
+            self._session = Session(session_path)
+        except OSError as exc:
+            raise BrokerUnavailableError(
+                exc.errno or errno.ECONNREFUSED, f"cannot reach the mshare broker: {exc.strerror}", session_path
+            ) from None
+        try:
+            hello = self._session.hello(namespace, __version__)
+            MAPPINGS.reserve_arena(hello.namespace.arena_start, hello.namespace.arena_size_bytes)
+        except BaseException:
+            self._session.close()
+            raise
+        self.name = hello.namespace.name
+        self.session_id = hello.session_id
+        self.epoch = hello.epoch
+        self.uid, self.gid = hello.identity.uid, hello.identity.gid
+        self.alignment = hello.namespace.alignment_bytes
+        self._token = hello.token
+        self._broker_key = str(run_dir.resolve())
+        self._regions: weakref.WeakSet[Region] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._channel = grpc.insecure_channel(f"unix:{run_dir / GRPC_SOCKET}")
+        self._stub = broker_service_pb2_grpc.BrokerServiceStub(self._channel)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _live_session(self) -> Session:
+        if self._pid != os.getpid():
+            raise ForkedError(
+                f"this mshare session belongs to process {self._pid}; after fork() call mshare.connect() again in the child"
+            )
+        session = self._session
+        if session is None:
+            raise ValueError("namespace is closed")
+        return session
+
+    def _rpc(self, method: Callable[..., T], request: Any, path: str = "") -> T:
+        session = self._live_session()
+        metadata = ((TOKEN_KEY, self._token), (AFTER_KEY, str(session.last_sent)))
+        try:
+            return method(request, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise self._translate(exc, path) from None
+
+    def _translate(self, exc: grpc.RpcError, path: str) -> OSError:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        if status is not None:
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    if info.reason == "ENOTCONN":
+                        return SessionLostError(errno.ENOTCONN, status.message, str(self.run_dir / GRPC_SOCKET))
+                    return os_error(info.reason, status.message, info.metadata.get("path", path))
+        code = exc.code()  # type: ignore[attr-defined]
+        socket_path = str(self.run_dir / GRPC_SOCKET)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return BrokerUnavailableError(errno.ECONNREFUSED, f"cannot reach the mshare broker: {exc.details()}", socket_path)  # type: ignore[attr-defined]
+        return OSError(errno.EIO, f"{code.name}: {exc.details()}", path)  # type: ignore[attr-defined]
+
+    def _adopt(self, reply: session_pb2.SessionResponse, fds: list[int], readonly: bool) -> Region:
+        """Map what an attach or create handed over; on any failure end the attachment again."""
+        session = self._live_session()
+        desc = reply.attach.descriptor
+        try:
+            if len(fds) != 1:
+                close_all(fds)
+                raise ProtocolError(errno.EPROTO, f"expected one memfd with the region, got {len(fds)}")
+            mapping = MAPPINGS.acquire(
+                (self._broker_key, self.epoch, desc.region_id), desc.start, desc.size_bytes, fds[0], not readonly, desc.path
+            )
+        except BaseException:
+            session.send_oneway(self._detach_request([desc.attachment_id]))
+            raise
+        region = Region(
+            self,
+            mapping,
+            region_id=desc.region_id,
+            attachment_id=desc.attachment_id,
+            path=desc.path,
+            page_size=_POLICY_NAMES.get(desc.page_policy, "4k"),
+            readonly=readonly,
+        )
+        with self._lock:
+            self._regions.add(region)
+        return region
+
+    @staticmethod
+    def _detach_request(attachment_ids: list[int]) -> session_pb2.SessionRequest:
+        request = session_pb2.SessionRequest()
+        request.detach.attachment_ids.extend(attachment_ids)
+        return request
+
+    def _detach(self, region: Region) -> None:
+        """Called by Region.close(): one packet, no reply; later calls of this session observe it."""
+        with self._lock:
+            self._regions.discard(region)
+        session = self._session
+        if session is None:
+            return
+        try:
+            session.send_oneway(self._detach_request([region.attachment_id]))
+        except SessionLostError:
+            pass  # the broker ended every attachment of this session already
+
+    # -- regions ------------------------------------------------------------------
+
+    def create(self, path: str, size: int, *, mode: int = 0o600, start: int | None = None, page_size: str | None = None) -> Region:
+        """Create a region (O_CREAT|O_EXCL) and map it read-write at its fixed address.
+
+        Args:
+            path: absolute path of the new region; its parent directory must exist.
+            size: bytes, a positive multiple of info().alignment.
+            mode: permission bits, checked against later openers' uid/gid/groups.
+            start: a fixed start address (aligned); None lets the broker place it in its arena.
+            page_size: "4k", "thp", "hugetlb-2m" or "hugetlb-1g"; None for the namespace's default.
+
+        Returns:
+            The mapped Region. Close it (or use ``with``); unlink() removes the name.
+
+        Raises:
+            FileExistsError, FileNotFoundError, PermissionError, NotADirectoryError;
+            OSError(EINVAL) for a misaligned size or start, OSError(EADDRINUSE) for
+            a start overlapping another region, OSError(ENOMEM) when nothing fits.
+        """
+        check_path(path)
+        if _check_int(size, "size") <= 0:
+            raise ValueError(f"size must be positive: {size}")
+        if start is not None and _check_int(start, "start") <= 0:
+            raise ValueError(f"start must be a positive address: {start}")
+        request = session_pb2.SessionRequest()
+        body = request.create
+        body.path = path
+        body.size_bytes = size
+        body.mode = _check_mode(mode)
+        body.start = start or 0
+        body.page_policy = _policy_number(page_size)  # type: ignore[assignment]
+        reply, fds = self._live_session().call(request)
+        return self._adopt(reply, fds, readonly=False)
+
+    def open(self, path: str, *, readonly: bool = False) -> Region:
+        """Attach an existing region and map it at its fixed address.
+
+        Opening a region this process already maps returns another handle on
+        the same mapping; asking read-write while it is mapped read-only raises
+        OSError(EBUSY).
+
+        Raises:
+            FileNotFoundError, PermissionError (needs r, plus w unless readonly, and x on
+            every directory above), IsADirectoryError, OSError(EBUSY).
+        """
+        check_path(path)
+        request = session_pb2.SessionRequest()
+        request.attach.path = path
+        request.attach.access = resources_pb2.ACCESS_READ_ONLY if readonly else resources_pb2.ACCESS_READ_WRITE
+        reply, fds = self._live_session().call(request)
+        return self._adopt(reply, fds, readonly=bool(readonly))
+
+    def unlink(self, path: str) -> None:
+        """Remove the name now; the region is freed when its last attachment ends."""
+        self._rpc(self._stub.UnlinkRegion, pb.UnlinkRegionRequest(path=check_path(path)), path)
+
+    # -- the tree -----------------------------------------------------------------
+
+    def stat(self, path: str) -> Stat:
+        reply = self._rpc(self._stub.GetEntry, pb.GetEntryRequest(path=check_path(path)), path)
+        return _stat(reply.entry)
+
+    def scandir(self, path: str = "/") -> Iterator[Stat]:
+        """The entries of a directory, sorted by name, fetched page by page."""
+        check_path(path)
+        token = ""
+        while True:
+            request = pb.ListEntriesRequest(path=path, page_size=LIST_PAGE, page_token=token)
+            reply = self._rpc(self._stub.ListEntries, request, path)
+            yield from (_stat(entry) for entry in reply.entries)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def listdir(self, path: str = "/") -> list[str]:
+        """Sorted names in a directory (needs r on it)."""
+        return [entry.name for entry in self.scandir(path)]
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        request = pb.CreateDirectoryRequest(path=check_path(path), mode=_check_mode(mode))
+        self._rpc(self._stub.CreateDirectory, request, path)
+
+    def rmdir(self, path: str) -> None:
+        self._rpc(self._stub.DeleteDirectory, pb.DeleteDirectoryRequest(path=check_path(path)), path)
+
+    def rename(self, src: str, dst: str, *, dst_namespace: str | None = None) -> None:
+        """rename(2): replaces a compatible dst; across namespaces OSError(EXDEV)."""
+        request = pb.RenameEntryRequest(
+            source_path=check_path(src), destination_path=check_path(dst), destination_namespace=dst_namespace or ""
+        )
+        self._rpc(self._stub.RenameEntry, request, src)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._rpc(self._stub.SetMode, pb.SetModeRequest(path=check_path(path), mode=_check_mode(mode)), path)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Root only; -1 keeps the current value."""
+        request = pb.SetOwnerRequest(path=check_path(path), uid=_check_int(uid, "uid"), gid=_check_int(gid, "gid"))
+        self._rpc(self._stub.SetOwner, request, path)
+
+    def info(self) -> Info:
+        reply = self._rpc(self._stub.GetInfo, pb.GetInfoRequest())
+        ns = reply.namespace
+        return Info(
+            alignment=ns.alignment_bytes,
+            arena_start=ns.arena_start,
+            arena_size=ns.arena_size_bytes,
+            page_sizes=tuple(_POLICY_NAMES[p] for p in ns.page_policies if p in _POLICY_NAMES),
+            namespace=ns.name,
+            default_page_size=_POLICY_NAMES.get(ns.default_page_policy, "4k"),
+            broker_version=reply.broker_version,
+            epoch=reply.epoch,
+            region_capacity=reply.region_capacity,
+        )
+
+    def namespaces(self) -> list[str]:
+        reply = self._rpc(self._stub.ListNamespaces, pb.ListNamespacesRequest())
+        return [ns.name for ns in reply.namespaces]
+
+    def sessions(self) -> list[SessionInfo]:
+        reply = self._rpc(self._stub.ListSessions, pb.ListSessionsRequest())
+        return [
+            SessionInfo(
+                id=s.id,
+                uid=s.identity.uid,
+                gid=s.identity.gid,
+                groups=tuple(s.identity.groups),
+                pid=s.identity.pid,
+                namespace=s.namespace,
+                client_version=s.client_version,
+                attachments=tuple(
+                    Attachment(a.id, a.region_id, a.namespace, a.path, _ACCESS_NAMES.get(a.access, "?")) for a in s.attachments
+                ),
+            )
+            for s in reply.sessions
+        ]
+
+    # -- life ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
+
+    def close(self) -> None:
+        """Close every region of this namespace, then the session; idempotent.
+
+        Raises:
+            BufferError: some region still has live views; those regions and
+                the session stay open, the others are closed.
+        """
+        if self._session is None:
+            return
+        if self._pid != os.getpid():
+            self._session = None  # a forked child's copy: the parent owns the session
+            return
+        with self._lock:
+            regions = list(self._regions)
+        busy = []
+        for region in regions:
+            try:
+                region.close()
+            except BufferError:
+                busy.append(region.path)
+        if busy:
+            raise BufferError(f"cannot close namespace: views of {', '.join(busy)} are still alive")
+        session, self._session = self._session, None
+        session.close()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"session {self.session_id}"
+        return f"<mshare.Namespace {getattr(self, 'name', '?')} at {self.run_dir} {state}>"
+
+
+def connect(namespace: str = "default", *, run_dir: str | os.PathLike[str] | None = None) -> Namespace:
+    """Open a session with the broker in one namespace.
+
+    Args:
+        namespace: a namespace the broker's config defines ("default" always exists).
+        run_dir: the broker's run directory; default $MSHARE_RUN_DIR, else the first of
+            /run/mshare, $XDG_RUNTIME_DIR/mshare, /tmp/mshare-$UID holding session.sock.
+
+    The first connect() of a process reserves the broker's address arena in it.
+
+    Raises:
+        BrokerUnavailableError: no broker answers at the socket it names.
+        FileNotFoundError: no such namespace.
+    """
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
+    if not namespace:
+        raise ValueError("namespace must not be empty")
+    return Namespace(namespace, find_run_dir(run_dir))

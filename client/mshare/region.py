@@ -1,0 +1,251 @@
+"""Region: one handle on a fixed-address mapping; the process-wide table of those mappings."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+from . import _fixedmap
+
+if TYPE_CHECKING:
+    import ctypes
+
+    from .client import Namespace
+
+#: The page policy names, as the API and the CLI write them.
+PAGE_SIZES: Final = ("4k", "thp", "hugetlb-2m", "hugetlb-1g")
+
+#: References to a handle's ctypes array when no view of it is alive: the
+#: handle's own attribute and getrefcount's argument.
+_UNSHARED_REFS: Final = 2
+
+
+class Mapping:
+    """One region mapped at its fixed address in this process; every handle on it shares it.
+
+    Owns the memfd and the mapping; released by the last handle.
+    """
+
+    _fd = -1
+
+    def __init__(self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, in_arena: bool) -> None:
+        self.key = key
+        self.start = start
+        self.size = size
+        self.writable = writable
+        self.in_arena = in_arena
+        self.handles = 0
+        _fixedmap.map_shared(start, size, fd, writable, over_reservation=in_arena)
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def release(self) -> None:
+        """Unmap (restoring the arena reservation) and close the memfd; idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            _fixedmap.unmap(self.start, self.size, back_to_reservation=self.in_arena)
+        finally:
+            os.close(fd)
+
+
+class MappingTable:
+    """The process's arena reservations and region mappings, keyed by (broker, epoch, region id)."""
+
+    def __init__(self) -> None:
+        # Guards both dicts; held across mmap/munmap so a mapping and its table entry change together.
+        self._lock = threading.Lock()
+        self._arenas: dict[tuple[int, int], bool] = {}
+        self._mappings: dict[tuple[str, int, int], Mapping] = {}
+
+    def reserve_arena(self, start: int, size: int) -> None:
+        """Reserve the broker's arena once per process (PROT_NONE, MAP_NORESERVE)."""
+        with self._lock:
+            if (start, size) in self._arenas:
+                return
+            for other_start, other_size in self._arenas:
+                if start < other_start + other_size and other_start < start + size:
+                    raise OSError(
+                        errno.EADDRINUSE,
+                        f"the broker's arena {start:#x}+{size:#x} overlaps another broker's arena "
+                        f"{other_start:#x}+{other_size:#x} in this process",
+                    )
+            try:
+                _fixedmap.reserve(start, size)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot reserve the broker's address arena: {exc.strerror}") from None
+            self._arenas[(start, size)] = True
+
+    def in_arena(self, start: int, size: int) -> bool:
+        return any(a <= start and start + size <= a + n for a, n in self._arenas)
+
+    def acquire(self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, path: str) -> Mapping:
+        """The mapping for key, made now or shared; takes ownership of fd either way.
+
+        Raises EBUSY when a read-write handle is asked of a region this process
+        maps read-only (one mapping per region, as the kernel would share).
+        """
+        with self._lock:
+            mapping = self._mappings.get(key)
+            if mapping is not None:
+                os.close(fd)
+                if writable and not mapping.writable:
+                    raise OSError(errno.EBUSY, "this process maps the region read-only; close those handles first", path)
+            else:
+                try:
+                    mapping = Mapping(key, start, size, fd, writable, self.in_arena(start, size))
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._mappings[key] = mapping
+            mapping.handles += 1
+            return mapping
+
+    def release(self, mapping: Mapping) -> None:
+        with self._lock:
+            mapping.handles -= 1
+            if mapping.handles > 0:
+                return
+            if self._mappings.get(mapping.key) is mapping:
+                del self._mappings[mapping.key]
+            mapping.release()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the inherited mappings belong to the parent's handles; start afresh.
+
+        The arena reservations stay (the child inherited them) and are reused.
+        """
+        self._lock = threading.Lock()
+        self._mappings = {}
+
+
+MAPPINGS: Final = MappingTable()
+os.register_at_fork(after_in_child=MAPPINGS.forget_after_fork)
+
+
+class Region:
+    """A handle on a region mapped at its fixed address.
+
+    ``buf`` is a memoryview of unsigned bytes over the whole region (read-only
+    for a read-only handle). close() ends this handle's attachment and unmaps
+    the region once no other handle in the process maps it; it raises
+    BufferError, changing nothing, while views from buf or ndarray() are alive;
+    it is idempotent. close() never removes the name: that is unlink().
+    """
+
+    _mapping: Mapping | None = None
+    _array: ctypes.Array[ctypes.c_ubyte] | None = None
+    _view: memoryview | None = None
+
+    def __init__(
+        self, namespace: Namespace, mapping: Mapping, *, region_id: int, attachment_id: int, path: str, page_size: str, readonly: bool
+    ) -> None:
+        self._namespace = namespace
+        self._pid = os.getpid()
+        self.id = region_id
+        self.path = path
+        self.page_size = page_size
+        self.readonly = readonly
+        self.start = mapping.start
+        self.size = mapping.size
+        self.attachment_id = attachment_id
+        self._array = _fixedmap.view(mapping.start, mapping.size)
+        self._view = self._make_view()
+        self._mapping = mapping
+
+    def _make_view(self) -> memoryview:
+        assert self._array is not None
+        view = memoryview(self._array).cast("B")
+        return view.toreadonly() if self.readonly else view
+
+    @property
+    def closed(self) -> bool:
+        return self._mapping is None
+
+    @property
+    def namespace(self) -> str:
+        """The namespace the region lives in."""
+        return self._namespace.name
+
+    @property
+    def buf(self) -> memoryview:
+        """A fresh memoryview ('B') over the whole region; keep it alive and close() refuses."""
+        view = self._view
+        if view is None:
+            raise ValueError("region is closed")
+        return view[:]
+
+    def fileno(self) -> int:
+        """The region's memfd, kept open while the mapping exists (O_RDONLY for read-only attachments)."""
+        mapping = self._mapping
+        if mapping is None:
+            raise ValueError("region is closed")
+        return mapping.fileno()
+
+    def ndarray(self, dtype: Any, shape: Any, offset: int = 0) -> Any:
+        """A zero-copy numpy array over the region (read-only for a read-only handle); needs numpy."""
+        import numpy
+
+        return numpy.ndarray(shape, dtype=dtype, buffer=self.buf, offset=offset)
+
+    def close(self) -> None:
+        """End this handle: detach, unmap when it is the process's last handle; idempotent.
+
+        Raises:
+            BufferError: views from buf or ndarray() are alive; nothing changed.
+        """
+        mapping = self._mapping
+        if mapping is None:
+            return
+        self._release_views()
+        self._mapping = None
+        if self._pid != os.getpid():
+            return  # a forked child's copy: the parent's handle owns the mapping and attachment
+        try:
+            MAPPINGS.release(mapping)
+        finally:
+            self._namespace._detach(self)
+
+    def _release_views(self) -> None:
+        view = self._view
+        if view is None:
+            return
+        view.release()
+        if sys.getrefcount(self._array) > _UNSHARED_REFS:
+            self._view = self._make_view()
+            raise BufferError(f"cannot close region {self.path}: views from buf or ndarray() are still alive")
+        self._view = None
+        self._array = None
+
+    def __enter__(self) -> Region:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._mapping is None:
+            return
+        try:
+            self.close()
+        except BufferError:
+            # Views outlive the handle: keep the mapping (and its attachment) for the
+            # rest of the process rather than pull memory from under them.
+            _ORPHANS.append(self._mapping)
+            self._mapping = None
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("ro" if self.readonly else "rw")
+        return f"<mshare.Region {self.namespace}:{self.path} id={self.id} start={self.start:#x} size={self.size} {state}>"
+
+
+#: Mappings whose handles were collected while views of them were alive.
+_ORPHANS: list[Mapping] = []

@@ -1,0 +1,59 @@
+"""mshared's entry point: config, logging, run, exit codes (0 stopped, 1 failed, 2 bad config)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Sequence
+
+from .config import ConfigError, load
+from .daemon import AlreadyRunning, Daemon
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the traceback of internal errors)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"mshared: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    daemon = Daemon(config)
+    try:
+        daemon.run()
+    except AlreadyRunning as exc:
+        logging.getLogger("mshared").error("%s", exc)
+        return 1
+    except OSError as exc:
+        logging.getLogger("mshared").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

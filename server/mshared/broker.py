@@ -1,0 +1,556 @@
+"""The broker's state behind one lock: namespaces, regions, sessions, attachments; no sockets, no gRPC."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import secrets
+import stat
+import threading
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Callable, Final, Iterable
+
+from .errors import BrokerError
+from .regions import Access, AddressSpace, Attachment, Backing, PagePolicy, Region, State
+from .tree import (
+    R_OK,
+    W_OK,
+    X_OK,
+    Credentials,
+    Directory,
+    Node,
+    Tree,
+    new_entry_gid,
+    require,
+    require_owner,
+    require_sticky,
+    split_path,
+)
+
+log = logging.getLogger(__name__)
+
+#: Entries per listing page when the caller names no size, and the most it may ask for:
+#: a page must fit comfortably in one gRPC message (4 MiB by default).
+DEFAULT_PAGE_SIZE: Final = 1000
+MAX_PAGE_SIZE: Final = 10000
+
+#: uid and gid values chown accepts; (uid_t)-1 means "keep".
+MAX_ID: Final = (1 << 32) - 2
+
+BackingFactory = Callable[[Region], Backing]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceSpec:
+    """A namespace as the config defines it."""
+
+    name: str
+    alignment: int
+    default_policy: PagePolicy
+    root_uid: int = 0
+    root_gid: int = 0
+    root_mode: int = 0o1777
+
+
+class Namespace:
+    """One msharefs mount: a tree and its fixed properties."""
+
+    __slots__ = ("name", "alignment", "default_policy", "tree")
+
+    def __init__(self, spec: NamespaceSpec, root_id: int) -> None:
+        self.name = spec.name
+        self.alignment = spec.alignment
+        self.default_policy = spec.default_policy
+        self.tree = Tree(Directory(root_id, spec.root_mode, spec.root_uid, spec.root_gid, is_root=True))
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """A snapshot of one entry, taken under the lock: what stat reports."""
+
+    id: int
+    namespace: str
+    path: str
+    is_directory: bool
+    start: int
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    policy: PagePolicy | None
+    attach_count: int
+    state: State | None
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentView:
+    id: int
+    region_id: int
+    namespace: str
+    path: str
+    access: Access
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    id: int
+    creds: Credentials
+    namespace: str
+    client_version: str
+    attachments: tuple[AttachmentView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What an attach hands out: the descriptor's fields and the fd to send (owned by the region)."""
+
+    attachment_id: int
+    region_id: int
+    namespace: str
+    path: str
+    start: int
+    size: int
+    policy: PagePolicy
+    access: Access
+    fd: int
+
+
+class SessionRecord:
+    """The broker's side of one session: identity, token, attachments, and how far it has been read."""
+
+    __slots__ = ("id", "creds", "namespace", "token", "client_version", "attachments", "closed", "_seen", "_cond")
+
+    def __init__(self, session_id: int, creds: Credentials, namespace: str, client_version: str) -> None:
+        self.id = session_id
+        self.creds = creds
+        self.namespace = namespace
+        self.token = secrets.token_hex(16)
+        self.client_version = client_version
+        self.attachments: dict[int, Attachment] = {}
+        self.closed = False
+        self._seen = 0
+        # Guards _seen only; gRPC threads wait on it for the session loop (never the reverse).
+        self._cond = threading.Condition(threading.Lock())
+
+    def mark_seen(self, request_id: int) -> None:
+        """The session loop has handled every request up to request_id."""
+        with self._cond:
+            if request_id > self._seen:
+                self._seen = request_id
+                self._cond.notify_all()
+
+    def wait_seen(self, request_id: int, timeout: float) -> bool:
+        """Wait until the session loop has handled request_id, so a gRPC call sees earlier detaches."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._seen >= request_id or self.closed, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class Broker:
+    """Every namespace, region, session and attachment, changed in one place under one lock.
+
+    Operations take the caller's Credentials (or its SessionRecord) and raise
+    BrokerError with the errno a client sees. Creating a region's backing is
+    the only slow step; it runs outside the lock between a reservation (the
+    name and the address range) and a commit or rollback.
+    """
+
+    def __init__(
+        self,
+        namespaces: Iterable[NamespaceSpec],
+        space: AddressSpace,
+        backing_factory: BackingFactory,
+        policies: Iterable[PagePolicy] = (PagePolicy.SMALL,),
+    ) -> None:
+        # Protects everything below; held only for in-memory work and fd closes, never across a send.
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._namespaces = {spec.name: Namespace(spec, next(self._ids)) for spec in namespaces}
+        self.space = space
+        self._backing_factory = backing_factory
+        self.policies = frozenset(policies)
+        self.epoch = secrets.randbits(63)
+        self._regions: dict[int, Region] = {}
+        self._sessions: dict[int, SessionRecord] = {}
+        self._tokens: dict[str, SessionRecord] = {}
+        self.freed_total = {name: 0 for name in self._namespaces}
+        self.sessions_reclaimed_total = 0
+        self.address_conflicts_total = 0
+
+    # -- namespaces -----------------------------------------------------------------
+
+    def namespace(self, name: str) -> Namespace:
+        found = self._namespaces.get(name)
+        if found is None:
+            raise BrokerError(errno.ENOENT, f"no namespace {name!r} (configured: {', '.join(sorted(self._namespaces))})")
+        return found
+
+    def namespaces(self) -> list[Namespace]:
+        return [self._namespaces[name] for name in sorted(self._namespaces)]
+
+    # -- sessions -------------------------------------------------------------------
+
+    def open_session(self, creds: Credentials, namespace: str, client_version: str) -> SessionRecord:
+        self.namespace(namespace)
+        with self._lock:
+            session = SessionRecord(next(self._ids), creds, namespace, client_version)
+            self._sessions[session.id] = session
+            self._tokens[session.token] = session
+        log.info("session %d opened: uid %d gid %d pid %d namespace %s", session.id, creds.uid, creds.gid, creds.pid, namespace)
+        return session
+
+    def session_for_token(self, token: str) -> SessionRecord | None:
+        return self._tokens.get(token)
+
+    def end_session(self, session: SessionRecord) -> None:
+        """The session's connection is gone: every attachment it held ends now."""
+        with self._lock:
+            if session.closed:
+                return
+            session.close()
+            self._sessions.pop(session.id, None)
+            self._tokens.pop(session.token, None)
+            held = len(session.attachments)
+            if held:
+                self.sessions_reclaimed_total += 1
+            self._detach_locked(session, list(session.attachments))
+        log.info("session %d closed: uid %d pid %d, %d attachments released", session.id, session.creds.uid, session.creds.pid, held)
+
+    def sessions(self) -> list[SessionView]:
+        with self._lock:
+            return [
+                SessionView(s.id, s.creds, s.namespace, s.client_version, tuple(self._attachment_view(a) for a in s.attachments.values()))
+                for s in sorted(self._sessions.values(), key=lambda s: s.id)
+            ]
+
+    # -- regions --------------------------------------------------------------------
+
+    def create_region(
+        self,
+        session: SessionRecord,
+        namespace: str,
+        path: str,
+        size: int,
+        mode: int,
+        start: int,
+        policy: PagePolicy | None,
+        *,
+        attach: bool,
+    ) -> tuple[EntryView, Handoff | None]:
+        """O_CREAT|O_EXCL a region; attach it read-write for the creator when attach is set."""
+        creds = session.creds
+        ns = self.namespace(namespace or session.namespace)
+        names = split_path(path)
+        if not names:
+            raise BrokerError(errno.EEXIST, "", path)
+        policy = policy or ns.default_policy
+        with self._lock:
+            parent = ns.tree.lookup_parent(names, creds, path)
+            require(parent, creds, W_OK | X_OK, path)
+            name = names[-1]
+            if parent.taken(name):
+                raise BrokerError(errno.EEXIST, "", path)
+            self._check_geometry(ns, path, size, start, policy)
+            try:
+                if start:
+                    self.space.claim(start, size)
+                else:
+                    start = self.space.allocate(size, ns.alignment)
+            except BrokerError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    self.address_conflicts_total += 1
+                exc.path = path
+                raise
+            region = Region(next(self._ids), ns.name, start, size, policy, mode & 0o777, creds.uid, new_entry_gid(parent, creds))
+            parent.pending.add(name)
+        try:
+            backing = self._backing_factory(region)
+        except BaseException:
+            with self._lock:
+                parent.pending.discard(name)
+                self.space.release(region.start, region.size)
+            raise
+        with self._lock:
+            parent.pending.discard(name)
+            region.backing = backing
+            parent.link(name, region)
+            self._regions[region.id] = region
+            handoff = self._attach_locked(session, region, Access.READ_WRITE, path) if attach and not session.closed else None
+            view = self._view(region, ns.name)
+        log.info("region created: %s:%s id %d start %#x size %d policy %s uid %d", ns.name, path, region.id, region.start, region.size, policy.value, creds.uid)
+        return view, handoff
+
+    def attach(self, session: SessionRecord, namespace: str, path: str, region_id: int, access: Access) -> Handoff:
+        """Open a region by path (or by id, with the same permission checks) for this session."""
+        creds = session.creds
+        ns = self.namespace(namespace or session.namespace)
+        names = split_path(path) if path else ()
+        want = R_OK | (W_OK if access is Access.READ_WRITE else 0)
+        with self._lock:
+            if path:
+                node = ns.tree.lookup(names, creds, path)
+                if not isinstance(node, Region):
+                    raise BrokerError(errno.EISDIR, "", path)
+            else:
+                found = self._regions.get(region_id)
+                if found is None or found.namespace != ns.name or found.state is not State.ACTIVE:
+                    raise BrokerError(errno.ENOENT, f"no region with id {region_id}")
+                node, path = found, found.path
+                ns.tree.check_reachable(node, creds, path)
+            require(node, creds, want, path)
+            if session.closed:
+                raise BrokerError(errno.ENOENT, "the session has ended")
+            handoff = self._attach_locked(session, node, access, path)
+        log.debug("region attached: %s:%s by session %d (%s)", ns.name, path, session.id, access.value)
+        return handoff
+
+    def detach(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
+        with self._lock:
+            self._detach_locked(session, attachment_ids)
+
+    def unlink(self, creds: Credentials, namespace: str, path: str) -> EntryView:
+        """Remove a region's name now; the region goes when its last attachment ends."""
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        if not names:
+            raise BrokerError(errno.EISDIR, "", path)
+        with self._lock:
+            parent = ns.tree.lookup_parent(names, creds, path)
+            node = parent.children.get(names[-1])
+            if node is None:
+                raise BrokerError(errno.ENOENT, "", path)
+            if isinstance(node, Directory):
+                raise BrokerError(errno.EISDIR, "", path)
+            require(parent, creds, W_OK | X_OK, path)
+            require_sticky(parent, node, creds, path)
+            parent.unlink(names[-1])
+            assert isinstance(node, Region)
+            self._unlinked_locked(node, path)
+            return self._view(node, ns.name)
+
+    # -- directories and metadata ---------------------------------------------------
+
+    def mkdir(self, creds: Credentials, namespace: str, path: str, mode: int) -> EntryView:
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        if not names:
+            raise BrokerError(errno.EEXIST, "", path)
+        with self._lock:
+            parent = ns.tree.lookup_parent(names, creds, path)
+            require(parent, creds, W_OK | X_OK, path)
+            if parent.taken(names[-1]):
+                raise BrokerError(errno.EEXIST, "", path)
+            mode &= 0o7777
+            if parent.mode & stat.S_ISGID:
+                mode |= stat.S_ISGID
+            directory = Directory(next(self._ids), mode, creds.uid, new_entry_gid(parent, creds))
+            parent.link(names[-1], directory)
+            view = self._view(directory, ns.name)
+        log.info("directory created: %s:%s mode %04o uid %d", ns.name, path, mode, creds.uid)
+        return view
+
+    def rmdir(self, creds: Credentials, namespace: str, path: str) -> None:
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        if not names:
+            raise BrokerError(errno.EBUSY, "the root directory cannot be removed", path)
+        with self._lock:
+            parent = ns.tree.lookup_parent(names, creds, path)
+            node = parent.children.get(names[-1])
+            if node is None:
+                raise BrokerError(errno.ENOENT, "", path)
+            if not isinstance(node, Directory):
+                raise BrokerError(errno.ENOTDIR, "", path)
+            require(parent, creds, W_OK | X_OK, path)
+            require_sticky(parent, node, creds, path)
+            if node.children or node.pending:
+                raise BrokerError(errno.ENOTEMPTY, "", path)
+            parent.unlink(names[-1])
+        log.info("directory removed: %s:%s", ns.name, path)
+
+    def rename(self, creds: Credentials, namespace: str, src: str, dst_namespace: str, dst: str) -> EntryView:
+        """rename(2) within one namespace: replaces a compatible destination, EXDEV across namespaces."""
+        ns = self.namespace(namespace)
+        if dst_namespace and dst_namespace != ns.name:
+            self.namespace(dst_namespace)
+            raise BrokerError(errno.EXDEV, f"cannot rename from namespace {ns.name!r} to {dst_namespace!r}", src)
+        src_names, dst_names = split_path(src), split_path(dst)
+        if not src_names or not dst_names:
+            raise BrokerError(errno.EBUSY, "the root directory cannot be renamed", src if not src_names else dst)
+        with self._lock:
+            src_parent = ns.tree.lookup_parent(src_names, creds, src)
+            node = src_parent.children.get(src_names[-1])
+            if node is None:
+                raise BrokerError(errno.ENOENT, "", src)
+            dst_parent = ns.tree.lookup_parent(dst_names, creds, dst)
+            require(src_parent, creds, W_OK | X_OK, src)
+            require(dst_parent, creds, W_OK | X_OK, dst)
+            if isinstance(node, Directory) and (dst_parent is node or node in dst_parent.ancestors()):
+                raise BrokerError(errno.EINVAL, "cannot move a directory into itself", dst)
+            require_sticky(src_parent, node, creds, src)
+            existing = dst_parent.children.get(dst_names[-1])
+            if existing is node:
+                return self._view(node, ns.name)
+            if dst_names[-1] in dst_parent.pending:
+                raise BrokerError(errno.EBUSY, "the destination is being created", dst)
+            if existing is not None:
+                self._check_replace(node, existing, dst)
+                require_sticky(dst_parent, existing, creds, dst)
+            if isinstance(node, Directory) and dst_parent is not src_parent:
+                require(node, creds, W_OK, src)
+            src_parent.unlink(src_names[-1])
+            if existing is not None:
+                dst_parent.unlink(dst_names[-1])
+                if isinstance(existing, Region):
+                    self._unlinked_locked(existing, dst)
+            dst_parent.link(dst_names[-1], node)
+            view = self._view(node, ns.name)
+        log.info("renamed: %s:%s -> %s", ns.name, src, dst)
+        return view
+
+    def chmod(self, creds: Credentials, namespace: str, path: str, mode: int) -> EntryView:
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        with self._lock:
+            node = ns.tree.lookup(names, creds, path)
+            require_owner(node, creds, path)
+            mode &= 0o7777
+            if not creds.is_root and not creds.in_group(node.gid):
+                mode &= ~stat.S_ISGID
+            node.mode = mode
+            view = self._view(node, ns.name)
+        log.info("mode changed: %s:%s %04o", ns.name, path, mode)
+        return view
+
+    def chown(self, creds: Credentials, namespace: str, path: str, uid: int, gid: int) -> EntryView:
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        for value, what in ((uid, "uid"), (gid, "gid")):
+            if not -1 <= value <= MAX_ID:
+                raise BrokerError(errno.EINVAL, f"{what} {value} is out of range", path)
+        with self._lock:
+            node = ns.tree.lookup(names, creds, path)
+            if not creds.is_root:
+                raise BrokerError(errno.EPERM, "only root may change owners", path)
+            if uid != -1:
+                node.uid = uid
+            if gid != -1:
+                node.gid = gid
+            view = self._view(node, ns.name)
+        log.info("owner changed: %s:%s %d:%d", ns.name, path, view.uid, view.gid)
+        return view
+
+    def stat(self, creds: Credentials, namespace: str, path: str) -> EntryView:
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        with self._lock:
+            return self._view(ns.tree.lookup(names, creds, path), ns.name)
+
+    def listdir(
+        self, creds: Credentials, namespace: str, path: str, page_size: int = 0, after: str = ""
+    ) -> tuple[list[EntryView], str]:
+        """One page of a directory, sorted by name, starting after the name `after`; and the next token."""
+        ns = self.namespace(namespace)
+        names = split_path(path)
+        if page_size < 0:
+            raise BrokerError(errno.EINVAL, "page size must not be negative", path)
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        with self._lock:
+            node = ns.tree.lookup(names, creds, path)
+            if not isinstance(node, Directory):
+                raise BrokerError(errno.ENOTDIR, "", path)
+            require(node, creds, R_OK, path)
+            ordered = node.sorted_names()
+            first = bisect_right(ordered, after) if after else 0
+            page = ordered[first : first + limit]
+            views = [self._view(node.children[name], ns.name) for name in page]
+        more = first + limit < len(ordered)
+        return views, page[-1] if more and page else ""
+
+    # -- counts for metrics and tests ----------------------------------------------
+
+    def region_count(self) -> int:
+        return len(self._regions)
+
+    def regions_snapshot(self) -> list[EntryView]:
+        with self._lock:
+            return [self._view(region, region.namespace) for region in self._regions.values()]
+
+    # -- internals (lock held) ------------------------------------------------------
+
+    def _check_geometry(self, ns: Namespace, path: str, size: int, start: int, policy: PagePolicy) -> None:
+        if policy not in self.policies:
+            available = ", ".join(sorted(p.value for p in self.policies))
+            raise BrokerError(errno.EINVAL, f"page policy {policy.value} is not available on this broker (available: {available})", path)
+        if size <= 0 or size % ns.alignment:
+            raise BrokerError(errno.EINVAL, f"size {size} is not a positive multiple of the alignment {ns.alignment}", path)
+        if start < 0 or start % ns.alignment:
+            raise BrokerError(errno.EINVAL, f"start {start:#x} is not a multiple of the alignment {ns.alignment:#x}", path)
+        if start:
+            self.space.check_named(start, size)
+
+    @staticmethod
+    def _check_replace(node: Node, existing: Node, dst: str) -> None:
+        if isinstance(node, Directory):
+            if not isinstance(existing, Directory):
+                raise BrokerError(errno.ENOTDIR, "", dst)
+            if existing.children or existing.pending:
+                raise BrokerError(errno.ENOTEMPTY, "", dst)
+        elif isinstance(existing, Directory):
+            raise BrokerError(errno.EISDIR, "", dst)
+
+    def _attach_locked(self, session: SessionRecord, region: Region, access: Access, path: str) -> Handoff:
+        assert region.backing is not None
+        try:
+            fd = region.backing.fd_for(access)
+        except OSError as exc:
+            raise BrokerError.from_os_error(exc, "cannot open the region's memfd", path) from None
+        attachment = Attachment(next(self._ids), region, session.id, access)
+        session.attachments[attachment.id] = attachment
+        region.attach_count += 1
+        return Handoff(attachment.id, region.id, region.namespace, path, region.start, region.size, region.policy, access, fd)
+
+    def _detach_locked(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
+        for attachment_id in attachment_ids:
+            attachment = session.attachments.pop(attachment_id, None)
+            if attachment is None:
+                continue
+            region = attachment.region
+            region.attach_count -= 1
+            if region.attach_count == 0 and region.state is State.UNLINKED:
+                self._free_locked(region)
+
+    def _unlinked_locked(self, region: Region, path: str) -> None:
+        region.state = State.UNLINKED
+        log.info("region unlinked: %s:%s id %d, %d attachments", region.namespace, path, region.id, region.attach_count)
+        if region.attach_count == 0:
+            self._free_locked(region)
+
+    def _free_locked(self, region: Region) -> None:
+        del self._regions[region.id]
+        self.space.release(region.start, region.size)
+        backing, region.backing = region.backing, None
+        if backing is not None:
+            backing.close()
+        self.freed_total[region.namespace] += 1
+        log.info("region freed: %s id %d start %#x size %d", region.namespace, region.id, region.start, region.size)
+
+    def _attachment_view(self, attachment: Attachment) -> AttachmentView:
+        region = attachment.region
+        return AttachmentView(attachment.id, region.id, region.namespace, region.path, attachment.access)
+
+    @staticmethod
+    def _view(node: Node, namespace: str) -> EntryView:
+        if isinstance(node, Region):
+            return EntryView(
+                node.id, namespace, node.path, False, node.start, node.size, node.mode, node.uid, node.gid,
+                node.policy, node.attach_count, node.state, node.created_ns,
+            )
+        return EntryView(node.id, namespace, node.path, True, 0, 0, node.mode, node.uid, node.gid, None, 0, None, node.created_ns)

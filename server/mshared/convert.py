@@ -1,0 +1,98 @@
+"""Domain values <-> mshare.v1 messages, shared by the session channel and the gRPC servicer."""
+
+from __future__ import annotations
+
+import errno
+from typing import Final
+
+from mshare.v1 import resources_pb2
+
+from .broker import Broker, EntryView, Handoff, Namespace
+from .errors import BrokerError
+from .regions import Access, PagePolicy, State
+from .tree import Credentials
+
+_POLICIES: Final = {
+    PagePolicy.SMALL: resources_pb2.PAGE_POLICY_4K,
+    PagePolicy.THP: resources_pb2.PAGE_POLICY_THP,
+    PagePolicy.HUGETLB_2M: resources_pb2.PAGE_POLICY_HUGETLB_2M,
+    PagePolicy.HUGETLB_1G: resources_pb2.PAGE_POLICY_HUGETLB_1G,
+}
+_POLICIES_BACK: Final = {number: policy for policy, number in _POLICIES.items()}
+_ACCESS: Final = {Access.READ_ONLY: resources_pb2.ACCESS_READ_ONLY, Access.READ_WRITE: resources_pb2.ACCESS_READ_WRITE}
+_ACCESS_BACK: Final = {number: access for access, number in _ACCESS.items()}
+_STATES: Final = {State.ACTIVE: resources_pb2.REGION_STATE_ACTIVE, State.UNLINKED: resources_pb2.REGION_STATE_UNLINKED}
+
+
+def policy_from_proto(number: int) -> PagePolicy | None:
+    """None for PAGE_POLICY_UNSPECIFIED (the namespace's default); EINVAL for a number we do not know."""
+    if number == resources_pb2.PAGE_POLICY_UNSPECIFIED:
+        return None
+    try:
+        return _POLICIES_BACK[number]
+    except KeyError:
+        raise BrokerError(errno.EINVAL, f"unknown page policy {number}") from None
+
+
+def policy_to_proto(policy: PagePolicy) -> int:
+    return _POLICIES[policy]
+
+
+def access_from_proto(number: int) -> Access:
+    try:
+        return _ACCESS_BACK[number]
+    except KeyError:
+        raise BrokerError(errno.EINVAL, f"unknown access mode {number}") from None
+
+
+def access_to_proto(access: Access) -> int:
+    return _ACCESS[access]
+
+
+def identity(creds: Credentials) -> resources_pb2.Identity:
+    return resources_pb2.Identity(uid=creds.uid, gid=creds.gid, groups=sorted(creds.groups), pid=creds.pid)
+
+
+def namespace_info(ns: Namespace, broker: Broker) -> resources_pb2.NamespaceInfo:
+    return resources_pb2.NamespaceInfo(
+        name=ns.name,
+        alignment_bytes=ns.alignment,
+        arena_start=broker.space.arena_start,
+        arena_size_bytes=broker.space.arena_size,
+        default_page_policy=_POLICIES[ns.default_policy],
+        page_policies=[_POLICIES[p] for p in PagePolicy if p in broker.policies],
+    )
+
+
+def descriptor(handoff: Handoff) -> resources_pb2.RegionDescriptor:
+    return resources_pb2.RegionDescriptor(
+        region_id=handoff.region_id,
+        attachment_id=handoff.attachment_id,
+        namespace=handoff.namespace,
+        path=handoff.path,
+        start=handoff.start,
+        size_bytes=handoff.size,
+        page_policy=_POLICIES[handoff.policy],
+        access=_ACCESS[handoff.access],
+    )
+
+
+def entry(view: EntryView) -> resources_pb2.Entry:
+    message = resources_pb2.Entry(
+        id=view.id,
+        namespace=view.namespace,
+        path=view.path,
+        kind=resources_pb2.ENTRY_KIND_DIRECTORY if view.is_directory else resources_pb2.ENTRY_KIND_REGION,
+        start=view.start,
+        size_bytes=view.size,
+        mode=view.mode,
+        uid=view.uid,
+        gid=view.gid,
+        attach_count=view.attach_count,
+    )
+    if view.policy is not None:
+        message.page_policy = _POLICIES[view.policy]
+    if view.state is not None:
+        message.state = _STATES[view.state]
+    message.create_time.FromNanoseconds(view.created_ns)
+    return message

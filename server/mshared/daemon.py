@@ -1,0 +1,175 @@
+"""The daemon's life: run-dir lock, both sockets, health, signals, graceful drain."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import resource
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from mshare.v1 import broker_service_pb2_grpc
+
+from .broker import Broker
+from .config import Config
+from .memfd import MemFd, memfd_name
+from .regions import AddressSpace, PagePolicy, Region
+from .service import SERVICE_NAME, BrokerServicer
+from .sessions import SessionServer, remove_stale_socket
+
+log = logging.getLogger(__name__)
+
+#: gRPC worker threads: control-plane calls are short and in memory.
+GRPC_WORKERS: Final = 8
+#: Descriptors kept free for sockets, logs and the metrics server when
+#: estimating how many more regions fit under RLIMIT_NOFILE.
+FD_RESERVE: Final = 64
+
+
+class AlreadyRunning(Exception):
+    """Another mshared holds the run directory's lock."""
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every region holds a memfd); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class RunDirLock:
+    """flock on <run_dir>/mshared.lock, held for the daemon's life; it holds our pid for humans."""
+
+    _fd = -1
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunning(f"another mshared (pid {holder}) is serving {self.path.parent}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def make_backing(region: Region) -> MemFd:
+    return MemFd(memfd_name(region.namespace, region.path or f"id{region.id}"), region.size, region.policy)
+
+
+class Daemon:
+    """mshared: both sockets over one Broker, from bind to drain."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.fd_limit = raise_fd_limit()
+        space = AddressSpace(config.arena_start, config.arena_size, config.min_address, config.max_address)
+        self.broker = Broker(config.namespaces, space, make_backing, policies=(PagePolicy.SMALL,))
+        self.sessions = SessionServer(self.broker, config.session_socket)
+        self.health = health.HealthServicer()
+        self._lock = RunDirLock(config.lock_file)
+        self._grpc: grpc.Server | None = None
+        self._stop = threading.Event()
+        self._signals = 0
+
+    def region_capacity(self) -> int:
+        """Regions that still fit under the descriptor limit (each holds one memfd, two once read-only attached)."""
+        return max(0, self.fd_limit - open_fd_count() - FD_RESERVE)
+
+    def start(self) -> None:
+        """Lock the run dir, bind both sockets, then report SERVING."""
+        config = self.config
+        config.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._lock.acquire()
+        for status_name in ("", SERVICE_NAME):
+            self.health.set(status_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.sessions.bind(config.socket_mode, config.socket_group)
+        self._grpc = self._bind_grpc()
+        self.sessions.start()
+        self._grpc.start()
+        for status_name in ("", SERVICE_NAME):
+            self.health.set(status_name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "mshared serving %s: arena %#x+%#x, namespaces %s, fd limit %d",
+            config.run_dir, config.arena_start, config.arena_size,
+            ", ".join(ns.name for ns in config.namespaces), self.fd_limit,
+        )
+
+    def _bind_grpc(self) -> grpc.Server:
+        config = self.config
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="mshare-grpc"))
+        broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self.broker, self.region_capacity), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        path = config.grpc_socket
+        remove_stale_socket(path)
+        old = os.umask(0o177)
+        try:
+            server.add_insecure_port(f"unix:{path}")
+        finally:
+            os.umask(old)
+        if config.socket_group is not None:
+            os.chown(path, -1, config.socket_group)
+        os.chmod(path, config.socket_mode)
+        return server
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: the drain runs in the main thread. A second signal exits at once.
+        self._signals += 1
+        if self._signals > 1:
+            os._exit(128 + signum)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(3600):
+            pass
+
+    def drain(self) -> None:
+        """NOT_SERVING, stop accepting, let in-flight calls finish within the grace period, clean up."""
+        log.info("mshared draining: grace %.1fs", self.config.grace)
+        self.health.enter_graceful_shutdown()
+        self.sessions.stop_accepting()
+        if self._grpc is not None:
+            self._grpc.stop(self.config.grace).wait(self.config.grace + 1)
+        self.sessions.stop()
+        remove_stale_socket(self.config.grpc_socket)
+        self._lock.release()
+        log.info("mshared stopped")
+
+    def run(self) -> None:
+        self.install_signal_handlers()
+        self.start()
+        try:
+            self.wait()
+        finally:
+            self.drain()

@@ -1,0 +1,403 @@
+"""The session socket: one epoll loop, SO_PEERCRED identities, memfd handoff, EOF detaches all."""
+
+from __future__ import annotations
+
+import array
+import collections
+import errno
+import logging
+import os
+import select
+import socket
+import stat
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Final
+
+from google.protobuf.message import DecodeError
+from mshare import __version__
+from mshare.errors import CODE_NUMBERS, code_name
+from mshare.v1 import resources_pb2, session_pb2
+
+from . import convert
+from .broker import Broker, Handoff, SessionRecord
+from .errors import BrokerError
+from .tree import Credentials
+
+log = logging.getLogger(__name__)
+
+#: The one protocol version this broker speaks (docs/protocol.md).
+PROTOCOL_VERSION: Final = 1
+
+#: SO_PEERGROUPS from <asm/socket.h>; Python's socket module lacks it.
+SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)
+_UCRED: Final = struct.Struct("3i")
+#: Room for NGROUPS_MAX (65536) gids, asked for only when the first try is too small.
+_GROUPS_SMALL, _GROUPS_MAX = 256 * 4, 65536 * 4
+
+#: Largest request accepted; real ones are under 5 KiB (a 4096-byte path and a few numbers).
+MAX_PACKET: Final = 64 * 1024
+#: Clients may not send fds; room for a few so they can be received and closed.
+_ANCILLARY: Final = socket.CMSG_SPACE(16 * 4)
+#: Requests taken from one connection per wakeup, so one busy client cannot starve the rest.
+BATCH: Final = 64
+#: How long accepting pauses when the broker is out of descriptors.
+ACCEPT_PAUSE: Final = 0.1
+
+_SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+
+
+def peer_credentials(sock: socket.socket) -> Credentials:
+    """The kernel's view of who connected: SO_PEERCRED uid, gid, pid and SO_PEERGROUPS."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _GROUPS_SMALL)
+    except OSError as exc:
+        if exc.errno != errno.ERANGE:
+            raise
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _GROUPS_MAX)
+    groups = array.array("I")
+    groups.frombytes(raw[: len(raw) - len(raw) % groups.itemsize])
+    return Credentials(uid, gid, frozenset(groups), pid)
+
+
+def close_fds(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """Close every fd received in ancillary data; returns how many."""
+    count = 0
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            for fd in fds:
+                os.close(fd)
+                count += 1
+    return count
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a dead broker; the caller holds the run-dir lock. Never a non-socket."""
+    try:
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class Connection:
+    """One client connection; replies are sent without blocking, queued when the client lags."""
+
+    __slots__ = ("sock", "fd", "creds", "session", "outbox", "lock", "closed")
+
+    def __init__(self, sock: socket.socket, creds: Credentials) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.creds = creds
+        self.session: SessionRecord | None = None
+        self.outbox: collections.deque[tuple[bytes, list[tuple[int, int, bytes]]]] = collections.deque()
+        # Orders sends against teardown, so a queued fd is never sent after its region is freed.
+        self.lock = threading.Lock()
+        self.closed = False
+
+
+class SessionServer:
+    """Accepts sessions on <run_dir>/session.sock and serves them from one thread.
+
+    The loop never blocks: sockets are non-blocking, a reply that does not fit
+    is queued and the connection is not read again until it drains. Broker
+    calls take the state lock only for in-memory work.
+    """
+
+    def __init__(self, broker: Broker, path: Path) -> None:
+        self.broker = broker
+        self.path = path
+        self._epoll = select.epoll()
+        self._listener: socket.socket | None = None
+        self._conns: dict[int, Connection] = {}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._stopping = False
+        self._accept_paused_until = 0.0
+        self._thread: threading.Thread | None = None
+        self.handoffs = {"ok": 0, "failed": 0}
+
+    # -- life -----------------------------------------------------------------------
+
+    def bind(self, mode: int, gid: int | None) -> None:
+        """Bind and listen; created under a tight umask, then given the configured mode and group."""
+        remove_stale_socket(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        if gid is not None:
+            os.chown(self.path, -1, gid)
+        os.chmod(self.path, mode)
+        sock.listen(socket.SOMAXCONN)
+        self._listener = sock
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mshare-sessions", daemon=True)
+        self._thread.start()
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket and remove its path; live sessions go on."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self._wake()
+            listener.close()
+        remove_stale_socket(self.path)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and close every connection (their sessions end)."""
+        self.stop_accepting()
+        self._stopping = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._epoll.close()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                timeout = -1.0
+                if self._accept_paused_until:
+                    timeout = max(0.0, self._accept_paused_until - time.monotonic())
+                for fd, mask in self._epoll.poll(timeout):
+                    self._dispatch(fd, mask)
+                if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
+                    self._resume_accepting()
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(conn)
+
+    def _dispatch(self, fd: int, mask: int) -> None:
+        if fd == self._wake_r:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            return
+        listener = self._listener
+        if listener is not None and fd == listener.fileno():
+            self._accept(listener)
+            return
+        conn = self._conns.get(fd)
+        if conn is None:
+            return
+        if mask & select.EPOLLOUT:
+            self._flush(conn)
+        if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and not conn.closed:
+            self._read(conn)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("cannot accept a session: %s; pausing accepts for %.1fs", os.strerror(exc.errno), ACCEPT_PAUSE)
+                    self._epoll.unregister(listener.fileno())
+                    self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                    continue
+                raise
+            sock.setblocking(False)
+            try:
+                creds = peer_credentials(sock)
+            except OSError as exc:
+                log.warning("dropping a connection whose credentials cannot be read: %s", exc)
+                sock.close()
+                continue
+            conn = Connection(sock, creds)
+            self._conns[conn.fd] = conn
+            self._epoll.register(conn.fd, select.EPOLLIN | select.EPOLLRDHUP)
+
+    def _resume_accepting(self) -> None:
+        self._accept_paused_until = 0.0
+        if self._listener is not None:
+            self._epoll.register(self._listener.fileno(), select.EPOLLIN)
+
+    def _read(self, conn: Connection) -> None:
+        for _ in range(BATCH):
+            try:
+                data, ancillary, flags, _ = conn.sock.recvmsg(MAX_PACKET, _ANCILLARY, socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.debug("session socket error: %s", exc)
+                self._close(conn)
+                return
+            if ancillary and close_fds(ancillary):
+                log.warning("closed descriptors a client (uid %d pid %d) sent to the broker", conn.creds.uid, conn.creds.pid)
+            if not data and not ancillary:
+                self._close(conn)
+                return
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                self._reply_error(conn, 0, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors"))
+            else:
+                self._handle(conn, data)
+            if conn.outbox or conn.closed:
+                return
+
+    # -- requests -------------------------------------------------------------------
+
+    def _handle(self, conn: Connection, data: bytes) -> None:
+        try:
+            request = session_pb2.SessionRequest.FromString(data)
+        except DecodeError:
+            self._reply_error(conn, 0, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
+            return
+        request_id = request.request_id
+        try:
+            self._serve(conn, request)
+        except BrokerError as exc:
+            self._reply_error(conn, request_id, exc)
+        except Exception:
+            log.exception("internal error serving session request %s", request.WhichOneof("body"))
+            self._reply_error(conn, request_id, BrokerError(errno.EIO, "internal error; the broker's log has the details"))
+        if conn.session is not None:
+            conn.session.mark_seen(request_id)
+
+    def _serve(self, conn: Connection, request: session_pb2.SessionRequest) -> None:
+        kind = request.WhichOneof("body")
+        session = conn.session
+        if kind == "hello":
+            self._hello(conn, request.request_id, request.hello)
+            return
+        if session is None:
+            raise BrokerError(errno.ENOTCONN, "the first request of a session must be hello")
+        if kind == "detach":
+            self.broker.detach(session, request.detach.attachment_ids)
+        elif kind == "attach":
+            body = request.attach
+            if body.access == resources_pb2.ACCESS_UNSPECIFIED:
+                raise BrokerError(errno.EINVAL, "attach needs an access mode")
+            handoff = self.broker.attach(
+                session, body.namespace, body.path, body.region_id, convert.access_from_proto(body.access)
+            )
+            self._hand_off(conn, request.request_id, handoff)
+        elif kind == "create":
+            body = request.create
+            _, created = self.broker.create_region(
+                session, body.namespace, body.path, body.size_bytes, body.mode, body.start,
+                convert.policy_from_proto(body.page_policy), attach=True,
+            )
+            if created is not None:
+                self._hand_off(conn, request.request_id, created)
+        else:
+            raise BrokerError(errno.EINVAL, "empty or unknown request")
+
+    def _hello(self, conn: Connection, request_id: int, hello: session_pb2.HelloRequest) -> None:
+        if conn.session is not None:
+            raise BrokerError(errno.EINVAL, "this session already said hello")
+        if not hello.min_protocol_version <= PROTOCOL_VERSION <= hello.max_protocol_version:
+            raise BrokerError(
+                errno.EINVAL,
+                f"protocol versions {hello.min_protocol_version}..{hello.max_protocol_version} not spoken; "
+                f"this broker speaks {PROTOCOL_VERSION}",
+            )
+        session = self.broker.open_session(conn.creds, hello.namespace or "default", hello.client_version)
+        ns = self.broker.namespace(session.namespace)
+        response = session_pb2.SessionResponse(request_id=request_id)
+        response.hello.CopyFrom(
+            session_pb2.HelloResponse(
+                protocol_version=PROTOCOL_VERSION,
+                broker_version=__version__,
+                session_id=session.id,
+                token=session.token,
+                epoch=self.broker.epoch,
+                identity=convert.identity(conn.creds),
+                namespace=convert.namespace_info(ns, self.broker),
+            )
+        )
+        with conn.lock:
+            conn.session = session
+        self._send(conn, response, -1)
+
+    def _hand_off(self, conn: Connection, request_id: int, handoff: Handoff) -> None:
+        response = session_pb2.SessionResponse(request_id=request_id)
+        response.attach.descriptor.CopyFrom(convert.descriptor(handoff))
+        ok = self._send(conn, response, handoff.fd)
+        self.handoffs["ok" if ok else "failed"] += 1
+
+    def _reply_error(self, conn: Connection, request_id: int, exc: BrokerError) -> None:
+        response = session_pb2.SessionResponse(request_id=request_id)
+        response.error.CopyFrom(
+            resources_pb2.Error(code=CODE_NUMBERS[code_name(exc.errno)], reason=exc.reason, message=exc.message, path=exc.path)
+        )
+        self._send(conn, response, -1)
+
+    # -- sending --------------------------------------------------------------------
+
+    def _send(self, conn: Connection, response: session_pb2.SessionResponse, fd: int) -> bool:
+        """Send now, or queue behind earlier replies; False if the client is gone."""
+        data = response.SerializeToString()
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())] if fd >= 0 else []
+        with conn.lock:
+            if conn.closed:
+                return False
+            if not conn.outbox:
+                try:
+                    conn.sock.sendmsg([data], ancillary, _SEND_FLAGS)
+                    return True
+                except BlockingIOError:
+                    self._epoll.modify(conn.fd, select.EPOLLOUT | select.EPOLLRDHUP)
+                except OSError as exc:
+                    log.debug("session %s: send failed: %s", conn.session.id if conn.session else "-", exc)
+                    return False
+            conn.outbox.append((data, ancillary))
+            return True
+
+    def _flush(self, conn: Connection) -> None:
+        with conn.lock:
+            while conn.outbox:
+                data, ancillary = conn.outbox[0]
+                try:
+                    conn.sock.sendmsg([data], ancillary, _SEND_FLAGS)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    conn.outbox.clear()
+                    break
+                conn.outbox.popleft()
+            if not conn.closed:
+                self._epoll.modify(conn.fd, select.EPOLLIN | select.EPOLLRDHUP)
+        if not conn.closed:
+            self._read(conn)
+
+    def _close(self, conn: Connection) -> None:
+        with conn.lock:
+            if conn.closed:
+                return
+            conn.closed = True
+            conn.outbox.clear()
+        self._conns.pop(conn.fd, None)
+        try:
+            self._epoll.unregister(conn.fd)
+        except (OSError, ValueError):
+            pass
+        conn.sock.close()
+        if conn.session is not None:
+            self.broker.end_session(conn.session)
