@@ -147,9 +147,10 @@ def _check_int(value: object, what: str) -> int:
 
 
 def _check_mode(mode: object) -> int:
-    if not 0 <= _check_int(mode, "mode") <= 0o7777:
+    value = _check_int(mode, "mode")
+    if not 0 <= value <= 0o7777:
         raise ValueError(f"mode must be within 0o0..0o7777: {mode!r}")
-    return int(mode)  # type: ignore[call-overload]
+    return value
 
 
 def _policy_number(page_size: object) -> int:
@@ -238,7 +239,7 @@ class Namespace:
         self._regions: weakref.WeakSet[Region] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._channel = grpc.insecure_channel(f"unix:{run_dir / GRPC_SOCKET}")
-        self._stub = broker_service_pb2_grpc.BrokerServiceStub(self._channel)
+        self._stub = broker_service_pb2_grpc.BrokerServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class Namespace:
             raise self._translate(exc, path) from None
 
     def _translate(self, exc: grpc.RpcError, path: str) -> OSError:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)
         if status is not None:
             for detail in status.details:
                 if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -270,11 +271,11 @@ class Namespace:
                     if info.reason == "ENOTCONN":
                         return SessionLostError(errno.ENOTCONN, status.message, str(self.run_dir / GRPC_SOCKET))
                     return os_error(info.reason, status.message, info.metadata.get("path", path))
-        code = exc.code()  # type: ignore[attr-defined]
+        code = exc.code()
         socket_path = str(self.run_dir / GRPC_SOCKET)
         if code == grpc.StatusCode.UNAVAILABLE:
-            return BrokerUnavailableError(errno.ECONNREFUSED, f"cannot reach the mshare broker: {exc.details()}", socket_path)  # type: ignore[attr-defined]
-        return OSError(errno.EIO, f"{code.name}: {exc.details()}", path)  # type: ignore[attr-defined]
+            return BrokerUnavailableError(errno.ECONNREFUSED, f"cannot reach the mshare broker: {exc.details()}", socket_path)
+        return OSError(errno.EIO, f"{code.name}: {exc.details()}", path)
 
     def _adopt(self, reply: session_pb2.SessionResponse, fds: list[int], readonly: bool) -> Region:
         """Map what an attach or create handed over; on any failure end the attachment again."""

@@ -6,6 +6,7 @@ import errno
 import os
 import sys
 import threading
+from bisect import bisect_left, bisect_right, insort
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _fixedmap
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 #: The page policy names, as the API and the CLI write them.
 PAGE_SIZES: Final = ("4k", "thp", "hugetlb-2m", "hugetlb-1g")
+
+#: Above every user address; sorts after any (start, end) pair with the same start.
+_MAX_ADDRESS: Final = 1 << 64
 
 #: References to a handle's ctypes array when no view of it is alive: the
 #: handle's own attribute and getrefcount's argument.
@@ -56,34 +60,69 @@ class Mapping:
 
 
 class MappingTable:
-    """The process's arena reservations and region mappings, keyed by (broker, epoch, region id)."""
+    """The process's arena reservations and region mappings, keyed by (broker, epoch, region id).
+
+    Reservations are kept as a sorted union of ranges, so brokers with the same
+    or overlapping arenas share them; mappings are kept sorted by address, so a
+    region that would land on another one already mapped here is refused
+    instead of silently replacing it.
+    """
 
     def __init__(self) -> None:
-        # Guards both dicts; held across mmap/munmap so a mapping and its table entry change together.
+        # Guards everything below; held across mmap/munmap so the table and the address space agree.
         self._lock = threading.Lock()
-        self._arenas: dict[tuple[int, int], bool] = {}
+        self._reserved: list[tuple[int, int]] = []  # disjoint, sorted, merged [start, end)
         self._mappings: dict[tuple[str, int, int], Mapping] = {}
+        self._starts: list[int] = []  # sorted starts of live mappings
+        self._by_start: dict[int, Mapping] = {}
 
     def reserve_arena(self, start: int, size: int) -> None:
-        """Reserve the broker's arena once per process (PROT_NONE, MAP_NORESERVE)."""
+        """Reserve a broker's arena (PROT_NONE, MAP_NORESERVE): the parts not yet reserved, once."""
+        end = start + size
         with self._lock:
-            if (start, size) in self._arenas:
-                return
-            for other_start, other_size in self._arenas:
-                if start < other_start + other_size and other_start < start + size:
-                    raise OSError(
-                        errno.EADDRINUSE,
-                        f"the broker's arena {start:#x}+{size:#x} overlaps another broker's arena "
-                        f"{other_start:#x}+{other_size:#x} in this process",
-                    )
+            gaps, cursor = [], start
+            for r_start, r_end in self._reserved:
+                if r_end <= cursor or r_start >= end:
+                    continue
+                if r_start > cursor:
+                    gaps.append((cursor, r_start))
+                cursor = max(cursor, r_end)
+            if cursor < end:
+                gaps.append((cursor, end))
+            done: list[tuple[int, int]] = []
             try:
-                _fixedmap.reserve(start, size)
+                for g_start, g_end in gaps:
+                    _fixedmap.reserve(g_start, g_end - g_start)
+                    done.append((g_start, g_end))
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot reserve the broker's address arena: {exc.strerror}") from None
-            self._arenas[(start, size)] = True
+                for g_start, g_end in done:
+                    _fixedmap.unmap(g_start, g_end - g_start, back_to_reservation=False)
+                raise OSError(
+                    exc.errno, f"cannot reserve the broker's address arena {start:#x}-{end:#x}: {exc.strerror}"
+                ) from None
+            merged: list[tuple[int, int]] = []
+            for r_start, r_end in sorted(self._reserved + done):
+                if merged and r_start <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], r_end))
+                else:
+                    merged.append((r_start, r_end))
+            self._reserved = merged
 
-    def in_arena(self, start: int, size: int) -> bool:
-        return any(a <= start and start + size <= a + n for a, n in self._arenas)
+    def _in_arena(self, start: int, size: int) -> bool:
+        i = bisect_right(self._reserved, (start, _MAX_ADDRESS)) - 1
+        return i >= 0 and self._reserved[i][0] <= start and start + size <= self._reserved[i][1]
+
+    def _check_free(self, start: int, size: int, path: str) -> None:
+        i = bisect_left(self._starts, start + size)
+        if i > 0:
+            other = self._by_start[self._starts[i - 1]]
+            if other.start + other.size > start:
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"{start:#x}-{start + size:#x} overlaps another region mapped in this process "
+                    f"({other.start:#x}-{other.start + other.size:#x})",
+                    path,
+                )
 
     def acquire(self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, path: str) -> Mapping:
         """The mapping for key, made now or shared; takes ownership of fd either way.
@@ -99,11 +138,14 @@ class MappingTable:
                     raise OSError(errno.EBUSY, "this process maps the region read-only; close those handles first", path)
             else:
                 try:
-                    mapping = Mapping(key, start, size, fd, writable, self.in_arena(start, size))
+                    self._check_free(start, size, path)
+                    mapping = Mapping(key, start, size, fd, writable, self._in_arena(start, size))
                 except BaseException:
                     os.close(fd)
                     raise
                 self._mappings[key] = mapping
+                insort(self._starts, start)
+                self._by_start[start] = mapping
             mapping.handles += 1
             return mapping
 
@@ -114,15 +156,20 @@ class MappingTable:
                 return
             if self._mappings.get(mapping.key) is mapping:
                 del self._mappings[mapping.key]
+                self._starts.remove(mapping.start)
+                del self._by_start[mapping.start]
             mapping.release()
 
     def forget_after_fork(self) -> None:
         """In a forked child: the inherited mappings belong to the parent's handles; start afresh.
 
-        The arena reservations stay (the child inherited them) and are reused.
+        The arena reservations stay (the child inherited them) and are reused;
+        inherited region mappings are replaced when the child maps over them.
         """
         self._lock = threading.Lock()
         self._mappings = {}
+        self._starts = []
+        self._by_start = {}
 
 
 MAPPINGS: Final = MappingTable()

@@ -12,15 +12,18 @@ from .errors import BrokerError
 from .regions import Access, PagePolicy, State
 from .tree import Credentials
 
-_POLICIES: Final = {
+_POLICIES: Final[dict[PagePolicy, resources_pb2.PagePolicy]] = {
     PagePolicy.SMALL: resources_pb2.PAGE_POLICY_4K,
     PagePolicy.THP: resources_pb2.PAGE_POLICY_THP,
     PagePolicy.HUGETLB_2M: resources_pb2.PAGE_POLICY_HUGETLB_2M,
     PagePolicy.HUGETLB_1G: resources_pb2.PAGE_POLICY_HUGETLB_1G,
 }
-_POLICIES_BACK: Final = {number: policy for policy, number in _POLICIES.items()}
-_ACCESS: Final = {Access.READ_ONLY: resources_pb2.ACCESS_READ_ONLY, Access.READ_WRITE: resources_pb2.ACCESS_READ_WRITE}
-_ACCESS_BACK: Final = {number: access for access, number in _ACCESS.items()}
+_POLICIES_BACK: Final[dict[int, PagePolicy]] = {number: policy for policy, number in _POLICIES.items()}
+_ACCESS: Final[dict[Access, resources_pb2.Access]] = {
+    Access.READ_ONLY: resources_pb2.ACCESS_READ_ONLY,
+    Access.READ_WRITE: resources_pb2.ACCESS_READ_WRITE,
+}
+_ACCESS_BACK: Final[dict[int, Access]] = {number: access for access, number in _ACCESS.items()}
 _STATES: Final = {State.ACTIVE: resources_pb2.REGION_STATE_ACTIVE, State.UNLINKED: resources_pb2.REGION_STATE_UNLINKED}
 
 
@@ -34,7 +37,7 @@ def policy_from_proto(number: int) -> PagePolicy | None:
         raise BrokerError(errno.EINVAL, f"unknown page policy {number}") from None
 
 
-def policy_to_proto(policy: PagePolicy) -> int:
+def policy_to_proto(policy: PagePolicy) -> resources_pb2.PagePolicy:
     return _POLICIES[policy]
 
 
@@ -45,7 +48,7 @@ def access_from_proto(number: int) -> Access:
         raise BrokerError(errno.EINVAL, f"unknown access mode {number}") from None
 
 
-def access_to_proto(access: Access) -> int:
+def access_to_proto(access: Access) -> resources_pb2.Access:
     return _ACCESS[access]
 
 

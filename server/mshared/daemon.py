@@ -121,7 +121,9 @@ class Daemon:
     def _bind_grpc(self) -> grpc.Server:
         config = self.config
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="mshare-grpc"))
-        broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self.broker, self.region_capacity), server)
+        broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            BrokerServicer(self.broker, self.region_capacity), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         path = config.grpc_socket

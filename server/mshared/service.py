@@ -68,7 +68,7 @@ def _rpc(
     return call
 
 
-class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):  # type: ignore[misc]
+class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     """mshare.v1.BrokerService over a Broker."""
 
     def __init__(self, broker: Broker, region_capacity: Callable[[], int]) -> None:

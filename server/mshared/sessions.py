@@ -291,18 +291,18 @@ class SessionServer:
         if kind == "detach":
             self.broker.detach(session, request.detach.attachment_ids)
         elif kind == "attach":
-            body = request.attach
-            if body.access == resources_pb2.ACCESS_UNSPECIFIED:
+            attach = request.attach
+            if attach.access == resources_pb2.ACCESS_UNSPECIFIED:
                 raise BrokerError(errno.EINVAL, "attach needs an access mode")
             handoff = self.broker.attach(
-                session, body.namespace, body.path, body.region_id, convert.access_from_proto(body.access)
+                session, attach.namespace, attach.path, attach.region_id, convert.access_from_proto(attach.access)
             )
             self._hand_off(conn, request.request_id, handoff)
         elif kind == "create":
-            body = request.create
+            create = request.create
             _, created = self.broker.create_region(
-                session, body.namespace, body.path, body.size_bytes, body.mode, body.start,
-                convert.policy_from_proto(body.page_policy), attach=True,
+                session, create.namespace, create.path, create.size_bytes, create.mode, create.start,
+                convert.policy_from_proto(create.page_policy), attach=True,
             )
             if created is not None:
                 self._hand_off(conn, request.request_id, created)

@@ -1,0 +1,46 @@
+"""Checks on the source itself: generated code is current, the API lints clean, types hold."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+GENERATED = ROOT / "client" / "mshare" / "v1"
+
+
+def tool(name: str) -> str:
+    """A tool from node_modules or PATH; in CI a missing tool fails instead of skipping."""
+    local = ROOT / "node_modules" / ".bin" / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; .ci/run installs it")
+        pytest.skip(f"{name} is not installed (npm ci installs it)")
+    return found
+
+
+def test_generated_code_is_current(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "tools" / "genproto.py"), str(tmp_path)], check=True, capture_output=True)
+    fresh = tmp_path / "mshare" / "v1"
+    names = sorted(p.name for p in fresh.iterdir() if p.is_file())
+    assert names == sorted(p.name for p in GENERATED.iterdir() if p.is_file() and p.suffix in (".py", ".pyi"))
+    _, mismatch, errors = filecmp.cmpfiles(fresh, GENERATED, names, shallow=False)
+    assert not mismatch and not errors, f"stale generated code {mismatch + errors}: run `make proto`"
+
+
+def test_buf_lint() -> None:
+    result = subprocess.run([tool("buf"), "lint"], cwd=ROOT / "proto", capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
