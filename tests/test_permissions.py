@@ -194,3 +194,16 @@ s = [x for x in ns.sessions() if x.id == ns.session_id][0]
 out["seen"] = [s.uid, s.gid, list(s.groups), s.pid == os.getpid()]
 """, groups=(GROUP, 777))
     assert out == {"me": [NOBODY, NOBODY], "seen": [NOBODY, NOBODY, [777, GROUP], True]}
+
+
+def test_other_users_attachments_are_counted_not_listed(ns: mshare.Namespace, broker: BrokerProcess) -> None:
+    ns.mkdir("/private-dir", 0o700)
+    with ns.create("/private-dir/secret-name", size=2 * MiB):
+        out = run_as(broker, """
+mine = ns.create("/visible", size=2 << 20)
+for s in ns.sessions():
+    out[str(s.uid)] = [s.attachment_count, [a.path for a in s.attachments]]
+""")
+        assert out == {"0": [1, []], str(NOBODY): [1, ["/visible"]]}
+        root_view = {s.uid: s for s in ns.sessions()}[0]
+        assert [a.path for a in root_view.attachments] == ["/private-dir/secret-name"]

@@ -15,7 +15,7 @@ import pytest
 import mshare
 from mshare import _fixedmap
 
-from .conftest import BrokerProcess, make_run_dir
+from .conftest import BrokerProcess, make_run_dir, wait_for
 
 MiB = 1 << 20
 
@@ -284,6 +284,25 @@ def test_forked_child_gets_a_clear_error(ns: mshare.Namespace) -> None:
     assert result.startswith(b"ok "), result
     assert ns.stat("/forked").attach_count == 1  # the child's exit changed nothing
     region.close()
+
+
+def test_a_forked_child_does_not_keep_the_session_alive(broker: BrokerProcess) -> None:
+    ns = broker.connect()
+    session_id = ns.session_id
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.read(read_end, 1)  # lives on until the parent is done checking
+        os._exit(0)
+    os.close(read_end)
+    try:
+        ns.close()
+        with broker.connect() as other:
+            assert wait_for(lambda: session_id not in {s.id for s in other.sessions()}, timeout=2.0)
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import threading
+import weakref
 from typing import Final
 
 from google.protobuf.message import DecodeError
@@ -64,6 +65,7 @@ class Session:
         self._waiting: set[int] = set()
         self._reading = False
         self._lost: BaseException | None = None
+        _SESSIONS.add(self)
 
     def hello(self, namespace: str, client_version: str) -> session_pb2.HelloResponse:
         request = session_pb2.SessionRequest()
@@ -176,3 +178,23 @@ class Session:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        with self._cond:
+            stale = list(self._replies.values())
+            self._replies.clear()
+        for _, fds in stale:
+            close_all(fds)
+
+
+#: Every open session of this process, so a forked child can let go of its copies.
+_SESSIONS: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _drop_sessions_in_child() -> None:
+    """A forked child closes its copies of the parent's session sockets, so the broker
+    sees a session end when the parent ends it, whatever the child does."""
+    for session in list(_SESSIONS):
+        session._cond = threading.Condition(threading.Lock())
+        session.close()
+
+
+os.register_at_fork(after_in_child=_drop_sessions_in_child)

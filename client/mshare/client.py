@@ -105,7 +105,8 @@ class SessionInfo:
     pid: int
     namespace: str
     client_version: str
-    attachments: tuple[Attachment, ...]
+    attachment_count: int
+    attachments: tuple[Attachment, ...]  # listed only to root and to the session's own uid
 
 
 def _stat(entry: resources_pb2.Entry) -> Stat:
@@ -453,6 +454,7 @@ class Namespace:
                 pid=s.identity.pid,
                 namespace=s.namespace,
                 client_version=s.client_version,
+                attachment_count=s.attachment_count,
                 attachments=tuple(
                     Attachment(a.id, a.region_id, a.namespace, a.path, _ACCESS_NAMES.get(a.access, "?")) for a in s.attachments
                 ),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Final, Iterable
 
 from .errors import BrokerError
-from .regions import Access, AddressSpace, Attachment, Backing, PagePolicy, Region, State
+from .regions import GiB, Access, AddressSpace, Attachment, Backing, PagePolicy, Region, State
 from .tree import (
     R_OK,
     W_OK,
@@ -25,6 +25,8 @@ from .tree import (
     new_entry_gid,
     require,
     require_owner,
+    check_slash,
+    names_a_directory,
     require_sticky,
     split_path,
 )
@@ -39,7 +41,8 @@ MAX_PAGE_SIZE: Final = 10000
 #: uid and gid values chown accepts; (uid_t)-1 means "keep".
 MAX_ID: Final = (1 << 32) - 2
 
-BackingFactory = Callable[[Region], Backing]
+#: Makes the kernel object behind a new region, given the region and the path it is created at.
+BackingFactory = Callable[[Region, str], Backing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,10 @@ class Broker:
             session = SessionRecord(next(self._ids), creds, namespace, client_version)
             self._sessions[session.id] = session
             self._tokens[session.token] = session
-        log.info("session %d opened: uid %d gid %d pid %d namespace %s", session.id, creds.uid, creds.gid, creds.pid, namespace)
+        log.info(
+            "session %d opened: uid %d gid %d pid %d namespace %s client %s",
+            session.id, creds.uid, creds.gid, creds.pid, namespace, client_version or "-",
+        )
         return session
 
     def session_for_token(self, token: str) -> SessionRecord | None:
@@ -251,18 +257,20 @@ class Broker:
         if not names:
             raise BrokerError(errno.EEXIST, "", path)
         policy = policy or ns.default_policy
+        if names_a_directory(path):
+            raise BrokerError(errno.EISDIR, "a region cannot be created with a trailing slash", path)
         with self._lock:
             parent = ns.tree.lookup_parent(names, creds, path)
-            require(parent, creds, W_OK | X_OK, path)
             name = names[-1]
             if parent.taken(name):
                 raise BrokerError(errno.EEXIST, "", path)
-            self._check_geometry(ns, path, size, start, policy)
+            require(parent, creds, W_OK | X_OK, path)
+            alignment = self._check_geometry(ns, path, size, start, policy)
             try:
                 if start:
                     self.space.claim(start, size)
                 else:
-                    start = self.space.allocate(size, ns.alignment)
+                    start = self.space.allocate(size, max(alignment, GiB) if policy.huge_page_bytes else alignment)
             except BrokerError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     self.address_conflicts_total += 1
@@ -271,7 +279,7 @@ class Broker:
             region = Region(next(self._ids), ns.name, start, size, policy, mode & 0o777, creds.uid, new_entry_gid(parent, creds))
             parent.pending.add(name)
         try:
-            backing = self._backing_factory(region)
+            backing = self._backing_factory(region, path)
         except BaseException:
             with self._lock:
                 parent.pending.discard(name)
@@ -326,10 +334,11 @@ class Broker:
             node = parent.children.get(names[-1])
             if node is None:
                 raise BrokerError(errno.ENOENT, "", path)
-            if isinstance(node, Directory):
-                raise BrokerError(errno.EISDIR, "", path)
             require(parent, creds, W_OK | X_OK, path)
             require_sticky(parent, node, creds, path)
+            if isinstance(node, Directory):
+                raise BrokerError(errno.EISDIR, "", path)
+            check_slash(node, path)
             parent.unlink(names[-1])
             assert isinstance(node, Region)
             self._unlinked_locked(node, path)
@@ -344,9 +353,9 @@ class Broker:
             raise BrokerError(errno.EEXIST, "", path)
         with self._lock:
             parent = ns.tree.lookup_parent(names, creds, path)
-            require(parent, creds, W_OK | X_OK, path)
             if parent.taken(names[-1]):
                 raise BrokerError(errno.EEXIST, "", path)
+            require(parent, creds, W_OK | X_OK, path)
             mode &= 0o7777
             if parent.mode & stat.S_ISGID:
                 mode |= stat.S_ISGID
@@ -366,10 +375,10 @@ class Broker:
             node = parent.children.get(names[-1])
             if node is None:
                 raise BrokerError(errno.ENOENT, "", path)
-            if not isinstance(node, Directory):
-                raise BrokerError(errno.ENOTDIR, "", path)
             require(parent, creds, W_OK | X_OK, path)
             require_sticky(parent, node, creds, path)
+            if not isinstance(node, Directory):
+                raise BrokerError(errno.ENOTDIR, "", path)
             if node.children or node.pending:
                 raise BrokerError(errno.ENOTEMPTY, "", path)
             parent.unlink(names[-1])
@@ -389,15 +398,17 @@ class Broker:
             node = src_parent.children.get(src_names[-1])
             if node is None:
                 raise BrokerError(errno.ENOENT, "", src)
+            check_slash(node, src)
+            check_slash(node, dst)
             dst_parent = ns.tree.lookup_parent(dst_names, creds, dst)
+            existing = dst_parent.children.get(dst_names[-1])
+            if existing is node:
+                return self._view(node, ns.name)  # rename(2) of a name onto itself does nothing
             require(src_parent, creds, W_OK | X_OK, src)
             require(dst_parent, creds, W_OK | X_OK, dst)
             if isinstance(node, Directory) and (dst_parent is node or node in dst_parent.ancestors()):
                 raise BrokerError(errno.EINVAL, "cannot move a directory into itself", dst)
             require_sticky(src_parent, node, creds, src)
-            existing = dst_parent.children.get(dst_names[-1])
-            if existing is node:
-                return self._view(node, ns.name)
             if dst_names[-1] in dst_parent.pending:
                 raise BrokerError(errno.EBUSY, "the destination is being created", dst)
             if existing is not None:
@@ -485,16 +496,20 @@ class Broker:
 
     # -- internals (lock held) ------------------------------------------------------
 
-    def _check_geometry(self, ns: Namespace, path: str, size: int, start: int, policy: PagePolicy) -> None:
+    def _check_geometry(self, ns: Namespace, path: str, size: int, start: int, policy: PagePolicy) -> int:
+        """EINVAL for what no placement could fix; returns the alignment this region needs."""
         if policy not in self.policies:
             available = ", ".join(sorted(p.value for p in self.policies))
             raise BrokerError(errno.EINVAL, f"page policy {policy.value} is not available on this broker (available: {available})", path)
-        if size <= 0 or size % ns.alignment:
-            raise BrokerError(errno.EINVAL, f"size {size} is not a positive multiple of the alignment {ns.alignment}", path)
-        if start < 0 or start % ns.alignment:
-            raise BrokerError(errno.EINVAL, f"start {start:#x} is not a multiple of the alignment {ns.alignment:#x}", path)
+        alignment = max(ns.alignment, policy.huge_page_bytes)
+        what = "alignment" if alignment == ns.alignment else f"{policy.value} page size"
+        if size <= 0 or size % alignment:
+            raise BrokerError(errno.EINVAL, f"size {size} is not a positive multiple of the {what} {alignment}", path)
+        if start < 0 or start % alignment:
+            raise BrokerError(errno.EINVAL, f"start {start:#x} is not a multiple of the {what} {alignment:#x}", path)
         if start:
             self.space.check_named(start, size)
+        return alignment
 
     @staticmethod
     def _check_replace(node: Node, existing: Node, dst: str) -> None:

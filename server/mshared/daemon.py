@@ -76,8 +76,8 @@ class RunDirLock:
             os.close(fd)
 
 
-def make_backing(region: Region) -> MemFd:
-    return MemFd(memfd_name(region.namespace, region.path or f"id{region.id}"), region.size, region.policy)
+def make_backing(region: Region, path: str) -> MemFd:
+    return MemFd(memfd_name(region.namespace, path), region.size, region.policy)
 
 
 class Daemon:

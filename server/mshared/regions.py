@@ -126,7 +126,7 @@ class AddressSpace:
         raise BrokerError(
             errno.ENOMEM,
             f"the address arena {format_range(self.arena_start, self.arena_size)} has no free aligned range "
-            f"of {size} bytes; give the broker a larger arena (arena_size in its config)",
+            f"of {size} bytes; give the broker a larger arena ([arena] size in its config file)",
         )
 
     def check_named(self, start: int, size: int) -> None:

@@ -31,8 +31,9 @@ TOKEN_KEY: Final = "x-mshare-session"
 AFTER_KEY: Final = "x-mshare-after"
 
 #: How long a call waits for the session loop to catch up with the caller's own
-#: earlier requests; the loop never blocks, so this only bounds a pathological case.
-CATCH_UP_TIMEOUT: Final = 5.0
+#: earlier requests. The loop never blocks, so a real wait is microseconds; the
+#: bound keeps a call naming a request never sent from holding a worker for long.
+CATCH_UP_TIMEOUT: Final = 1.0
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -157,6 +158,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
 
     @_rpc
     def ListSessions(self, request: pb.ListSessionsRequest, session: SessionRecord) -> pb.ListSessionsResponse:
+        """Every session; what others have attached is shown only to root and to the same uid."""
+        creds = session.creds
         return pb.ListSessionsResponse(
             sessions=[
                 pb.SessionInfo(
@@ -164,13 +167,16 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                     identity=convert.identity(s.creds),
                     namespace=s.namespace,
                     client_version=s.client_version,
+                    attachment_count=len(s.attachments),
                     attachments=[
                         pb.AttachmentInfo(
                             id=a.id, region_id=a.region_id, namespace=a.namespace, path=a.path,
                             access=convert.access_to_proto(a.access),
                         )
                         for a in s.attachments
-                    ],
+                    ]
+                    if creds.is_root or creds.uid == s.creds.uid
+                    else [],
                 )
                 for s in self.broker.sessions()
             ]

@@ -182,7 +182,14 @@ class SessionServer:
                 if self._accept_paused_until:
                     timeout = max(0.0, self._accept_paused_until - time.monotonic())
                 for fd, mask in self._epoll.poll(timeout):
-                    self._dispatch(fd, mask)
+                    try:
+                        self._dispatch(fd, mask)
+                    except Exception:
+                        # A bug must cost at most the connection it happened on, never the loop.
+                        log.exception("internal error on session socket fd %d; dropping that connection", fd)
+                        conn = self._conns.get(fd)
+                        if conn is not None:
+                            self._close(conn)
                 if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
                     self._resume_accepting()
         finally:

@@ -44,8 +44,9 @@ class Credentials:
 def split_path(path: str) -> tuple[str, ...]:
     """The names of an absolute path; raises EINVAL or ENAMETOOLONG for a bad one.
 
-    Repeated and trailing slashes are ignored as POSIX does; "." and ".." are
-    refused, since a namespace has no working directory to make them useful.
+    Repeated slashes count as one, as in POSIX; a trailing slash is dropped
+    here, and callers that care (names_a_directory) look at the path. "." and
+    ".." are refused: a namespace has no working directory to make them useful.
     """
     if not path.startswith("/") or "\0" in path:
         raise BrokerError(errno.EINVAL, "a path must be absolute and must not contain NUL", path)
@@ -60,8 +61,15 @@ def split_path(path: str) -> tuple[str, ...]:
     return names
 
 
-def join_path(names: tuple[str, ...]) -> str:
-    return "/" + "/".join(names)
+def names_a_directory(path: str) -> bool:
+    """A trailing slash says the path must name a directory, as in POSIX."""
+    return len(path) > 1 and path.endswith("/")
+
+
+def check_slash(node: Node, path: str) -> None:
+    """ENOTDIR when a path with a trailing slash reaches a region."""
+    if names_a_directory(path) and not isinstance(node, Directory):
+        raise BrokerError(errno.ENOTDIR, "", path)
 
 
 class Node:
@@ -182,6 +190,7 @@ class Tree:
             if child is None:
                 raise BrokerError(errno.ENOENT, "", path)
             node = child
+        check_slash(node, path)
         return node
 
     def lookup_parent(self, names: tuple[str, ...], creds: Credentials, path: str) -> Directory:

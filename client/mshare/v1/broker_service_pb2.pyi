@@ -196,18 +196,20 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[SessionInfo, _Mapping]]] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("id", "identity", "namespace", "attachments", "client_version")
+    __slots__ = ("id", "identity", "namespace", "attachments", "client_version", "attachment_count")
     ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: int
     identity: _resources_pb2.Identity
     namespace: str
     attachments: _containers.RepeatedCompositeFieldContainer[AttachmentInfo]
     client_version: str
-    def __init__(self, id: _Optional[int] = ..., identity: _Optional[_Union[_resources_pb2.Identity, _Mapping]] = ..., namespace: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[AttachmentInfo, _Mapping]]] = ..., client_version: _Optional[str] = ...) -> None: ...
+    attachment_count: int
+    def __init__(self, id: _Optional[int] = ..., identity: _Optional[_Union[_resources_pb2.Identity, _Mapping]] = ..., namespace: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[AttachmentInfo, _Mapping]]] = ..., client_version: _Optional[str] = ..., attachment_count: _Optional[int] = ...) -> None: ...
 
 class AttachmentInfo(_message.Message):
     __slots__ = ("id", "region_id", "namespace", "path", "access")

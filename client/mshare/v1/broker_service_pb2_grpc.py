@@ -188,7 +188,7 @@ class BrokerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """The live sessions and their attachments.
+        """The live sessions and their attachments (see SessionInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
