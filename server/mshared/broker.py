@@ -330,12 +330,7 @@ class Broker:
         if not names:
             raise BrokerError(errno.EISDIR, "", path)
         with self._lock:
-            parent = ns.tree.lookup_parent(names, creds, path)
-            node = parent.children.get(names[-1])
-            if node is None:
-                raise BrokerError(errno.ENOENT, "", path)
-            require(parent, creds, W_OK | X_OK, path)
-            require_sticky(parent, node, creds, path)
+            parent, node = ns.tree.lookup_removable(names, creds, path)
             if isinstance(node, Directory):
                 raise BrokerError(errno.EISDIR, "", path)
             check_slash(node, path)
@@ -371,12 +366,7 @@ class Broker:
         if not names:
             raise BrokerError(errno.EBUSY, "the root directory cannot be removed", path)
         with self._lock:
-            parent = ns.tree.lookup_parent(names, creds, path)
-            node = parent.children.get(names[-1])
-            if node is None:
-                raise BrokerError(errno.ENOENT, "", path)
-            require(parent, creds, W_OK | X_OK, path)
-            require_sticky(parent, node, creds, path)
+            parent, node = ns.tree.lookup_removable(names, creds, path)
             if not isinstance(node, Directory):
                 raise BrokerError(errno.ENOTDIR, "", path)
             if node.children or node.pending:

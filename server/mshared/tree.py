@@ -201,6 +201,17 @@ class Tree:
         require(parent, creds, X_OK, path)
         return parent
 
+    def lookup_removable(self, names: tuple[str, ...], creds: Credentials, path: str) -> tuple[Directory, Node]:
+        """The entry at names and its directory, if creds may remove it (may_delete in Linux):
+        write and search on the directory, and the sticky rule."""
+        parent = self.lookup_parent(names, creds, path)
+        node = parent.children.get(names[-1])
+        if node is None:
+            raise BrokerError(errno.ENOENT, "", path)
+        require(parent, creds, W_OK | X_OK, path)
+        require_sticky(parent, node, creds, path)
+        return parent, node
+
     def check_reachable(self, node: Node, creds: Credentials, path: str) -> None:
         """Search permission on every ancestor of a node reached by id rather than by path."""
         for directory in node.ancestors():
