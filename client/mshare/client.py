@@ -41,7 +41,7 @@ _ACCESS_NAMES: Final = {resources_pb2.ACCESS_READ_ONLY: "ro", resources_pb2.ACCE
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Stat:
     """What stat() reports of a region or a directory."""
 
@@ -68,6 +68,13 @@ class Stat:
         """Like ls -l: drwxrwxrwt, -rw-------."""
         kind = stat_module.S_IFDIR if self.kind == "directory" else stat_module.S_IFREG
         return stat_module.filemode(kind | self.mode)
+
+    def __repr__(self) -> str:
+        return (
+            f"Stat(id={self.id}, path={self.path!r}, kind={self.kind!r}, start={self.start:#x}, size={self.size}, "
+            f"mode={self.mode:#o}, uid={self.uid}, gid={self.gid}, page_size={self.page_size!r}, "
+            f"attach_count={self.attach_count}, state={self.state!r}, namespace={self.namespace!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
