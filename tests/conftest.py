@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -88,6 +90,16 @@ class BrokerProcess:
 
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def metrics_url(self) -> str:
+        """The /metrics address the broker logged (it binds port 0 in tests)."""
+        match = re.search(r"metrics serving on (http://\S+/metrics)", self.log())
+        assert match, self.log()
+        return match.group(1)
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(self.metrics_url(), timeout=10) as reply:
+            return str(reply.read().decode())
 
     def log(self) -> str:
         try:

@@ -33,7 +33,10 @@ GRPC_SOCKET: Final = "mshare.sock"
 #: Entries asked for per ListEntries page.
 LIST_PAGE: Final = 1000
 
-_POLICY_NUMBERS: Final = dict(zip(PAGE_SIZES, (1, 2, 3, 4)))
+_POLICY_NUMBERS: Final[dict[str, resources_pb2.PagePolicy]] = dict(
+    zip(PAGE_SIZES, (resources_pb2.PAGE_POLICY_4K, resources_pb2.PAGE_POLICY_THP,
+                     resources_pb2.PAGE_POLICY_HUGETLB_2M, resources_pb2.PAGE_POLICY_HUGETLB_1G))
+)
 _POLICY_NAMES: Final = {number: name for name, number in _POLICY_NUMBERS.items()}
 _STATES: Final = {resources_pb2.REGION_STATE_ACTIVE: "ACTIVE", resources_pb2.REGION_STATE_UNLINKED: "UNLINKED"}
 _ACCESS_NAMES: Final = {resources_pb2.ACCESS_READ_ONLY: "ro", resources_pb2.ACCESS_READ_WRITE: "rw"}
@@ -161,7 +164,7 @@ def _check_mode(mode: object) -> int:
     return value
 
 
-def _policy_number(page_size: object) -> int:
+def _policy_number(page_size: object) -> resources_pb2.PagePolicy:
     if page_size is None:
         return resources_pb2.PAGE_POLICY_UNSPECIFIED
     if not isinstance(page_size, str):
@@ -170,6 +173,18 @@ def _policy_number(page_size: object) -> int:
         return _POLICY_NUMBERS[page_size]
     except KeyError:
         raise ValueError(f"page_size must be one of {', '.join(PAGE_SIZES)}: {page_size!r}") from None
+
+
+def _check_region(
+    path: object, size: object, mode: object, start: object, page_size: object
+) -> tuple[int, int, resources_pb2.PagePolicy]:
+    """create()'s arguments, refused before any call when no broker could accept them."""
+    check_path(path)
+    if _check_int(size, "size") <= 0:
+        raise ValueError(f"size must be positive: {size}")
+    if start is not None and _check_int(start, "start") <= 0:
+        raise ValueError(f"start must be a positive address: {start}")
+    return _check_mode(mode), start or 0, _policy_number(page_size)  # type: ignore[return-value]
 
 
 def _candidate_run_dirs() -> list[Path]:
@@ -350,20 +365,25 @@ class Namespace:
             OSError(EINVAL) for a misaligned size or start, OSError(EADDRINUSE) for
             a start overlapping another region, OSError(ENOMEM) when nothing fits.
         """
-        check_path(path)
-        if _check_int(size, "size") <= 0:
-            raise ValueError(f"size must be positive: {size}")
-        if start is not None and _check_int(start, "start") <= 0:
-            raise ValueError(f"start must be a positive address: {start}")
+        mode, start, policy = _check_region(path, size, mode, start, page_size)
         request = session_pb2.SessionRequest()
-        body = request.create
-        body.path = path
-        body.size_bytes = size
-        body.mode = _check_mode(mode)
-        body.start = start or 0
-        body.page_policy = _policy_number(page_size)  # type: ignore[assignment]
+        request.create.CopyFrom(
+            session_pb2.CreateAndAttachRequest(path=path, size_bytes=size, mode=mode, start=start, page_policy=policy)
+        )
         reply, fds = self._live_session().call(request)
         return self._adopt(reply, fds, readonly=False)
+
+    def allocate(
+        self, path: str, size: int, *, mode: int = 0o600, start: int | None = None, page_size: str | None = None
+    ) -> Stat:
+        """Create a region without mapping it here (for tools such as `mshare create`).
+
+        Takes the arguments of create() and raises the same errors; the region
+        is not attached, so it stays until unlink() with nobody mapping it.
+        """
+        mode, start, policy = _check_region(path, size, mode, start, page_size)
+        request = pb.CreateRegionRequest(path=path, size_bytes=size, mode=mode, start=start, page_policy=policy)
+        return _stat(self._rpc(self._stub.CreateRegion, request, path).entry)
 
     def open(self, path: str, *, readonly: bool = False) -> Region:
         """Attach an existing region and map it at its fixed address.

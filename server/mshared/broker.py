@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Final, Iterable
 
 from .errors import BrokerError
-from .regions import GiB, Access, AddressSpace, Attachment, Backing, PagePolicy, Region, State
+from .records import AttachmentView, BrokerStats, EntryView, Handoff, SessionRecord, SessionView
+from .regions import GiB, Access, AddressSpace, Attachment, Backing, PagePolicy, Region, State, pagetable_bytes
 from .tree import (
     R_OK,
     W_OK,
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 #: a page must fit comfortably in one gRPC message (4 MiB by default).
 DEFAULT_PAGE_SIZE: Final = 1000
 MAX_PAGE_SIZE: Final = 10000
+
+#: Regions read per lock hold when metrics are scraped.
+STATS_CHUNK: Final = 1000
 
 #: uid and gid values chown accepts; (uid_t)-1 means "keep".
 MAX_ID: Final = (1 << 32) - 2
@@ -67,93 +71,6 @@ class Namespace:
         self.alignment = spec.alignment
         self.default_policy = spec.default_policy
         self.tree = Tree(Directory(root_id, spec.root_mode, spec.root_uid, spec.root_gid, is_root=True))
-
-
-@dataclass(frozen=True, slots=True)
-class EntryView:
-    """A snapshot of one entry, taken under the lock: what stat reports."""
-
-    id: int
-    namespace: str
-    path: str
-    is_directory: bool
-    start: int
-    size: int
-    mode: int
-    uid: int
-    gid: int
-    policy: PagePolicy | None
-    attach_count: int
-    state: State | None
-    created_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentView:
-    id: int
-    region_id: int
-    namespace: str
-    path: str
-    access: Access
-
-
-@dataclass(frozen=True, slots=True)
-class SessionView:
-    id: int
-    creds: Credentials
-    namespace: str
-    client_version: str
-    attachments: tuple[AttachmentView, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Handoff:
-    """What an attach hands out: the descriptor's fields and the fd to send (owned by the region)."""
-
-    attachment_id: int
-    region_id: int
-    namespace: str
-    path: str
-    start: int
-    size: int
-    policy: PagePolicy
-    access: Access
-    fd: int
-
-
-class SessionRecord:
-    """The broker's side of one session: identity, token, attachments, and how far it has been read."""
-
-    __slots__ = ("id", "creds", "namespace", "token", "client_version", "attachments", "closed", "_seen", "_cond")
-
-    def __init__(self, session_id: int, creds: Credentials, namespace: str, client_version: str) -> None:
-        self.id = session_id
-        self.creds = creds
-        self.namespace = namespace
-        self.token = secrets.token_hex(16)
-        self.client_version = client_version
-        self.attachments: dict[int, Attachment] = {}
-        self.closed = False
-        self._seen = 0
-        # Guards _seen only; gRPC threads wait on it for the session loop (never the reverse).
-        self._cond = threading.Condition(threading.Lock())
-
-    def mark_seen(self, request_id: int) -> None:
-        """The session loop has handled every request up to request_id."""
-        with self._cond:
-            if request_id > self._seen:
-                self._seen = request_id
-                self._cond.notify_all()
-
-    def wait_seen(self, request_id: int, timeout: float) -> bool:
-        """Wait until the session loop has handled request_id, so a gRPC call sees earlier detaches."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._seen >= request_id or self.closed, timeout)
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
 
 
 class Broker:
@@ -479,6 +396,38 @@ class Broker:
 
     def region_count(self) -> int:
         return len(self._regions)
+
+    def stats(self) -> BrokerStats:
+        """Gauges and counters, read from the live state (metrics never drift from it).
+
+        Resident bytes come from the kernel (one fstat per region); the lock is
+        taken per chunk of regions so a scrape of a large table never stalls
+        the session loop for long.
+        """
+        stats = BrokerStats({name: {state: [0, 0] for state in State} for name in self._namespaces})
+        for name in self._namespaces:
+            stats.attachments[name] = {access: 0 for access in Access}
+            stats.resident[name] = 0
+            stats.pagetable_saved[name] = 0
+        with self._lock:
+            regions = list(self._regions.values())
+            stats.sessions = len(self._sessions)
+            for session in self._sessions.values():
+                for attachment in session.attachments.values():
+                    stats.attachments[attachment.region.namespace][attachment.access] += 1
+        for first in range(0, len(regions), STATS_CHUNK):
+            with self._lock:
+                for region in regions[first : first + STATS_CHUNK]:
+                    if region.backing is None:
+                        continue  # freed since the list was taken
+                    entry = stats.regions[region.namespace][region.state]
+                    entry[0] += 1
+                    entry[1] += region.size
+                    stats.resident[region.namespace] += region.backing.resident_bytes()
+                    stats.pagetable_saved[region.namespace] += pagetable_bytes(
+                        PagePolicy.SMALL, region.start, region.size, region.attach_count
+                    ) - pagetable_bytes(region.policy, region.start, region.size, region.attach_count)
+        return stats
 
     def regions_snapshot(self) -> list[EntryView]:
         with self._lock:

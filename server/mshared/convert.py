@@ -7,7 +7,8 @@ from typing import Final
 
 from mshare.v1 import resources_pb2
 
-from .broker import Broker, EntryView, Handoff, Namespace
+from .broker import Broker, Namespace
+from .records import EntryView, Handoff
 from .errors import BrokerError
 from .regions import Access, PagePolicy, State
 from .tree import Credentials

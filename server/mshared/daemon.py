@@ -11,17 +11,19 @@ import threading
 from concurrent import futures
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from mshare.v1 import broker_service_pb2_grpc
+from mshare.v1 import broker_service_pb2, broker_service_pb2_grpc
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
 from .broker import Broker
 from .config import Config
 from .memfd import MemFd, memfd_name
 from .regions import AddressSpace, PagePolicy, Region
+from .metrics import BrokerCollector, RpcMetrics, serve
 from .service import SERVICE_NAME, BrokerServicer
 from .sessions import SessionServer, remove_stale_socket
 
@@ -90,6 +92,14 @@ class Daemon:
         self.broker = Broker(config.namespaces, space, make_backing, policies=(PagePolicy.SMALL,))
         self.sessions = SessionServer(self.broker, config.session_socket)
         self.health = health.HealthServicer()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series add nothing here
+        self.registry = CollectorRegistry()
+        self.registry.register(BrokerCollector(self.broker, self.sessions, self.region_capacity))
+        ProcessCollector(namespace="mshare", registry=self.registry)
+        methods = [m.name for m in broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].methods]
+        self.rpc_metrics = RpcMetrics(self.registry, [*methods, "grpc.health.v1.Health/Check"])
+        self.metrics_port = 0
+        self._metrics_server: Any = None
         self._lock = RunDirLock(config.lock_file)
         self._grpc: grpc.Server | None = None
         self._stop = threading.Event()
@@ -108,6 +118,7 @@ class Daemon:
             self.health.set(status_name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.sessions.bind(config.socket_mode, config.socket_group)
         self._grpc = self._bind_grpc()
+        self._metrics_server, self.metrics_port = serve(self.registry, config.metrics_host, config.metrics_port)
         self.sessions.start()
         self._grpc.start()
         for status_name in ("", SERVICE_NAME):
@@ -120,7 +131,10 @@ class Daemon:
 
     def _bind_grpc(self) -> grpc.Server:
         config = self.config
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="mshare-grpc"))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="mshare-grpc"),
+            interceptors=[self.rpc_metrics],
+        )
         broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(  # type: ignore[no-untyped-call]
             BrokerServicer(self.broker, self.region_capacity), server
         )
@@ -164,6 +178,9 @@ class Daemon:
         if self._grpc is not None:
             self._grpc.stop(self.config.grace).wait(self.config.grace + 1)
         self.sessions.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         remove_stale_socket(self.config.grpc_socket)
         self._lock.release()
         log.info("mshared stopped")

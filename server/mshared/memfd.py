@@ -62,6 +62,7 @@ class MemFd:
 
     def __init__(self, name: str, size: int, policy: PagePolicy) -> None:
         self.size = size
+        self._preallocated = bool(policy.huge_page_bytes)
         try:
             self._fd = _memfd_create(name, _HUGETLB_FLAGS.get(policy, 0))
         except OSError as exc:
@@ -86,6 +87,12 @@ class MemFd:
         if self._ro_fd < 0:
             self._ro_fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)
         return self._ro_fd
+
+    def resident_bytes(self) -> int:
+        """What the kernel has allocated: st_blocks of the memfd; hugetlb memfds are allocated whole."""
+        if self._preallocated:
+            return self.size
+        return os.fstat(self._fd).st_blocks * 512
 
     def close(self) -> None:
         """Idempotent; the memory goes when the last client mapping goes too."""

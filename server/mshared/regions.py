@@ -45,7 +45,37 @@ class Backing(Protocol):
     def fd_for(self, access: Access) -> int:
         """A descriptor to hand to an attacher with this access; stays owned by the backing."""
 
+    def resident_bytes(self) -> int:
+        """Bytes of memory the kernel has actually allocated for the region."""
+
     def close(self) -> None: ...
+
+
+#: Bytes of one page-table entry, and of one page-table page, on x86-64, arm64 and riscv64.
+PTE_BYTES: Final = 8
+TABLE_BYTES: Final = 4 * KiB
+SMALL_PAGE: Final = 4 * KiB
+
+
+def pagetable_bytes(policy: PagePolicy, start: int, size: int, attachers: int) -> int:
+    """Estimated page-table bytes the attachers of a region need once every page is touched.
+
+    4 KiB pages (and thp, whose huge pages are not guaranteed): one 8-byte PTE
+    per page per attacher. hugetlb-2m: one 4 KiB PMD table per 1 GiB window;
+    the kernel shares it among all attachers when the region covers the whole
+    aligned window (PMD sharing), else each attacher has its own.
+    hugetlb-1g: one 8-byte PUD entry per page per attacher.
+    """
+    if attachers <= 0:
+        return 0
+    if policy is PagePolicy.HUGETLB_1G:
+        return attachers * (size // GiB) * PTE_BYTES
+    if policy is PagePolicy.HUGETLB_2M:
+        first, end = start // GiB, -(-(start + size) // GiB)
+        windows = end - first
+        full = max(0, (start + size) // GiB - -(-start // GiB))
+        return full * TABLE_BYTES + (windows - full) * TABLE_BYTES * attachers
+    return attachers * (size // SMALL_PAGE) * PTE_BYTES
 
 
 class Region(Node):

@@ -17,7 +17,8 @@ from mshare.v1 import broker_service_pb2 as pb
 from mshare.v1 import broker_service_pb2_grpc
 
 from . import convert
-from .broker import Broker, SessionRecord
+from .broker import Broker
+from .records import SessionRecord
 from .errors import BrokerError
 
 log = logging.getLogger(__name__)

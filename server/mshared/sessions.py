@@ -22,7 +22,8 @@ from mshare.errors import CODE_NUMBERS, code_name
 from mshare.v1 import resources_pb2, session_pb2
 
 from . import convert
-from .broker import Broker, Handoff, SessionRecord
+from .broker import Broker
+from .records import Handoff, SessionRecord
 from .errors import BrokerError
 from .tree import Credentials
 

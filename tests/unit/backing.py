@@ -17,6 +17,10 @@ class MemBacking:
         self.closes = 0
         self.handed: list[Access] = []
         self.fd_error: OSError | None = None
+        self.resident = 0
+
+    def resident_bytes(self) -> int:
+        return self.resident
 
     def fd_for(self, access: Access) -> int:
         if self.fd_error is not None:
