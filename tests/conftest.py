@@ -12,14 +12,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
+import mshare
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-import mshare
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +47,25 @@ def make_run_dir() -> Path:
 class BrokerProcess:
     """A real `mshared` console-script process on its own run dir."""
 
-    def __init__(self, run_dir: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.log_path = run_dir.parent / f"{run_dir.name}.log"
-        self.args = [str(VENV_BIN / "mshared"), "--run-dir", str(run_dir), "--metrics-address", "127.0.0.1:0",
-                     "--log-level", "debug", *(args or [])]
+        self.args = [
+            str(VENV_BIN / "mshared"),
+            "--run-dir",
+            str(run_dir),
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+            *(args or []),
+        ]
         self.env = {**os.environ, **(env or {})}
         self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[bytes] | None = None
@@ -138,8 +150,9 @@ def start_broker(run_dir: Path) -> Iterator[Callable[..., BrokerProcess]]:
     """Start brokers with extra flags; all are stopped at the end, and a crash fails the test."""
     started: list[BrokerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, directory: Path | None = None,
-              preexec_fn: Callable[[], None] | None = None) -> BrokerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, directory: Path | None = None, preexec_fn: Callable[[], None] | None = None
+    ) -> BrokerProcess:
         broker = BrokerProcess(directory or run_dir, list(args), env, preexec_fn)
         started.append(broker)
         return broker.start()
@@ -201,8 +214,9 @@ def python_child(code: str, *args: str, env: dict[str, str] | None = None, **kwa
     return spawn([sys.executable, "-c", code, *args], env, **kwargs)
 
 
-def as_user(code: str, run_dir: Path, uid: int = 65534, gid: int = 65534, groups: tuple[int, ...] = (),
-            timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def as_user(
+    code: str, run_dir: Path, uid: int = 65534, gid: int = 65534, groups: tuple[int, ...] = (), timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Run code in a child that imports everything as root, then drops to uid/gid/groups.
 
     The interpreter may live where the unprivileged uid cannot read, so the

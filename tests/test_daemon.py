@@ -8,15 +8,14 @@ import signal
 import socket
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
+import mshare
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-import mshare
 from mshare.v1 import resources_pb2, session_pb2
 
 from .conftest import VENV_BIN, BrokerProcess, wait_for
@@ -25,14 +24,23 @@ MiB = 1 << 20
 
 
 def run_mshared(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VENV_BIN / "mshared"), *args], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(VENV_BIN / "mshared"), *args], capture_output=True, text=True, timeout=30, env={**os.environ, **(env or {})}
+    )
 
 
 def test_help_lists_every_option() -> None:
     out = run_mshared("--help").stdout
-    for flag in ("--run-dir", "--config", "--metrics-address", "--socket-mode", "--socket-group", "--alignment",
-                 "--log-level", "--log-format"):
+    for flag in (
+        "--run-dir",
+        "--config",
+        "--metrics-address",
+        "--socket-mode",
+        "--socket-group",
+        "--alignment",
+        "--log-level",
+        "--log-format",
+    ):
         assert flag in out
 
 
@@ -194,7 +202,9 @@ def test_hostile_session_input_is_refused_and_survived(broker: BrokerProcess) ->
             assert reply.error.reason == "EINVAL"  # the fds were closed, the request refused
             reply, _ = ask(sock, request(attach=session_pb2.AttachRequest(path="/bystander", access=42)))
             assert reply.error.reason == "EINVAL"
-            reply, _ = ask(sock, request(create=session_pb2.CreateAndAttachRequest(path="/x", size_bytes=2 * MiB, page_policy=77)))
+            reply, _ = ask(
+                sock, request(create=session_pb2.CreateAndAttachRequest(path="/x", size_bytes=2 * MiB, page_policy=77))
+            )
             assert reply.error.reason == "EINVAL"
             reply, fds = ask(sock, request(attach=session_pb2.AttachRequest(region_id=region.id, access=1)))
             assert reply.attach.descriptor.access == resources_pb2.ACCESS_READ_ONLY and len(fds) == 1
@@ -229,6 +239,5 @@ def test_a_client_that_never_reads_does_not_stall_others(broker: BrokerProcess) 
 
 
 def test_unix_socket_peer_without_hello_holds_nothing(broker: BrokerProcess) -> None:
-    with raw_session(broker):
-        with mshare.connect(run_dir=broker.run_dir) as ns:
-            assert len(ns.sessions()) == 1
+    with raw_session(broker), mshare.connect(run_dir=broker.run_dir) as ns:
+        assert len(ns.sessions()) == 1

@@ -5,15 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import resource
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
+import mshare
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
-import mshare
 from mshare.errors import CODE_NUMBERS, ERRNO_CODES
 from mshare.v1 import broker_service_pb2 as pb
 from mshare.v1 import broker_service_pb2_grpc
@@ -52,8 +51,24 @@ def expect(errno_value: int, exception: type[OSError], call: Callable[[], object
 
 
 def test_table_covers_spec_errnos() -> None:
-    spec = {"EEXIST", "ENOENT", "EACCES", "EPERM", "EINVAL", "ENOTEMPTY", "ENOTDIR", "EISDIR", "EADDRINUSE",
-            "EXDEV", "EBUSY", "ENAMETOOLONG", "ENOMEM", "EMFILE", "ENOSPC", "EDQUOT"}
+    spec = {
+        "EEXIST",
+        "ENOENT",
+        "EACCES",
+        "EPERM",
+        "EINVAL",
+        "ENOTEMPTY",
+        "ENOTDIR",
+        "EISDIR",
+        "EADDRINUSE",
+        "EXDEV",
+        "EBUSY",
+        "ENAMETOOLONG",
+        "ENOMEM",
+        "EMFILE",
+        "ENOSPC",
+        "EDQUOT",
+    }
     assert spec <= {errno.errorcode[e] for e in ERRNO_CODES}
 
 
@@ -233,9 +248,11 @@ def test_raw_grpc_codes(configured: BrokerProcess) -> None:
             errno.ENOTDIR: lambda: stub.DeleteDirectory(pb.DeleteDirectoryRequest(path="/dir/r"), metadata=meta),
             errno.EISDIR: lambda: stub.UnlinkRegion(pb.UnlinkRegionRequest(path="/dir"), metadata=meta),
             errno.EADDRINUSE: lambda: stub.CreateRegion(
-                pb.CreateRegionRequest(path="/y", size_bytes=2 * MiB, start=taken), metadata=meta),
-            errno.EXDEV: lambda: stub.RenameEntry(pb.RenameEntryRequest(
-                source_path="/dir", destination_namespace="other", destination_path="/dir"), metadata=meta),
+                pb.CreateRegionRequest(path="/y", size_bytes=2 * MiB, start=taken), metadata=meta
+            ),
+            errno.EXDEV: lambda: stub.RenameEntry(
+                pb.RenameEntryRequest(source_path="/dir", destination_namespace="other", destination_path="/dir"), metadata=meta
+            ),
             errno.EBUSY: lambda: stub.DeleteDirectory(pb.DeleteDirectoryRequest(path="/"), metadata=meta),
             errno.ENAMETOOLONG: lambda: stub.GetEntry(pb.GetEntryRequest(path="/" + "x" * 300), metadata=meta),
             errno.ENOMEM: lambda: stub.CreateRegion(pb.CreateRegionRequest(path="/z", size_bytes=4 * GiB), metadata=meta),
@@ -255,7 +272,7 @@ def test_calls_without_a_session_are_unauthenticated(broker: BrokerProcess) -> N
     stub, channel = raw_stub(broker)
     try:
         for metadata in ((), (("x-mshare-session", "0" * 32),)):
-            code, reason, _ = status_of(lambda: stub.GetInfo(pb.GetInfoRequest(), metadata=metadata))
+            code, reason, _ = status_of(lambda metadata=metadata: stub.GetInfo(pb.GetInfoRequest(), metadata=metadata))
             assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "ENOTCONN")
     finally:
         channel.close()

@@ -8,10 +8,9 @@ import shutil
 import signal
 import subprocess
 
+import mshare
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-import mshare
 
 from .conftest import BrokerProcess, python_child, wait_for
 
@@ -35,8 +34,13 @@ def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 def test_every_spec_metric_is_exported_even_at_zero(broker: BrokerProcess) -> None:
     scrape = samples(broker)
     names = {name for name, _ in scrape}
-    for name in ("mshare_namespaces", "mshare_sessions", "mshare_sessions_reclaimed_total",
-                 "mshare_address_conflicts_total", "mshare_rpc_duration_seconds_count"):
+    for name in (
+        "mshare_namespaces",
+        "mshare_sessions",
+        "mshare_sessions_reclaimed_total",
+        "mshare_address_conflicts_total",
+        "mshare_rpc_duration_seconds_count",
+    ):
         assert name in names, name
     for state in ("active", "unlinked"):
         assert value(scrape, "mshare_regions", namespace="default", state=state) == 0
@@ -94,8 +98,11 @@ def test_rpc_metrics_count_calls_by_method_and_code(broker: BrokerProcess) -> No
         with pytest.raises(FileNotFoundError):
             ns.stat("/missing")
         after = samples(broker)
-    for method, code, delta in (("CreateDirectory", "OK", 1), ("CreateDirectory", "ALREADY_EXISTS", 1),
-                                ("GetEntry", "NOT_FOUND", 1)):
+    for method, code, delta in (
+        ("CreateDirectory", "OK", 1),
+        ("CreateDirectory", "ALREADY_EXISTS", 1),
+        ("GetEntry", "NOT_FOUND", 1),
+    ):
         key = ("mshare_rpc_requests_total", (("code", code), ("method", method)))
         assert after[key] - before[key] == delta, (method, code)
     count = ("mshare_rpc_duration_seconds_count", (("method", "CreateDirectory"),))
@@ -109,8 +116,10 @@ def test_address_conflicts_and_reclaimed_sessions(broker: BrokerProcess) -> None
             ns.create("/other", size=2 * MiB, start=taken.start)
         assert caught.value.errno == errno.EADDRINUSE
         child = python_child(
-            "import mshare, sys\nns = mshare.connect()\nr = ns.open('/taken')\nprint('ready', flush=True)\nsys.stdin.readline()\n",
-            env={"MSHARE_RUN_DIR": str(broker.run_dir)}, stdin=subprocess.PIPE,
+            "import mshare, sys\nns = mshare.connect()\nr = ns.open('/taken')\n"
+            "print('ready', flush=True)\nsys.stdin.readline()\n",
+            env={"MSHARE_RUN_DIR": str(broker.run_dir)},
+            stdin=subprocess.PIPE,
         )
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         assert value(samples(broker), "mshare_sessions") == 2

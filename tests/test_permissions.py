@@ -9,9 +9,8 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
-
 import mshare
+import pytest
 
 from .conftest import ROOT, BrokerProcess, as_user, spawn
 
@@ -49,7 +48,9 @@ def test_mode_bits_deny(ns: mshare.Namespace, broker: BrokerProcess) -> None:
     ns.create("/hidden/inside", size=2 * MiB, mode=0o666).close()
     ns.mkdir("/unlisted", 0o711)
     ns.create("/unlisted/known", size=2 * MiB, mode=0o644).close()
-    out = run_as(broker, """
+    out = run_as(
+        broker,
+        """
 attempt("create_in_0755", lambda: ns.create("/locked/mine", size=2 << 20))
 attempt("mkdir_in_0755", lambda: ns.mkdir("/locked/d"))
 attempt("open_0600", lambda: ns.open("/secret", readonly=True))
@@ -61,7 +62,8 @@ attempt("list_0711", lambda: ns.listdir("/unlisted"))
 attempt("stat_in_0711", lambda: ns.stat("/unlisted/known"))
 attempt("chmod_not_owner", lambda: ns.chmod("/shared", 0o666))
 attempt("rename_into_0755", lambda: ns.rename("/shared", "/locked/shared"))
-""")
+""",
+    )
     assert out == {
         "create_in_0755": errno.EACCES,
         "mkdir_in_0755": errno.EACCES,
@@ -80,7 +82,9 @@ attempt("rename_into_0755", lambda: ns.rename("/shared", "/locked/shared"))
 
 def test_sticky_root_protects_other_users_entries(ns: mshare.Namespace, broker: BrokerProcess) -> None:
     ns.create("/roots", size=2 * MiB, mode=0o666).close()
-    out = run_as(broker, """
+    out = run_as(
+        broker,
+        """
 attempt("unlink_root_region", lambda: ns.unlink("/roots"))
 attempt("rename_root_region", lambda: ns.rename("/roots", "/taken"))
 attempt("create_own", lambda: ns.create("/nobodys", size=2 << 20).close())
@@ -89,7 +93,8 @@ attempt("chown_own", lambda: ns.chown("/nobodys", 65534, 65534))
 out["owner"] = [ns.stat("/nobodys").uid, ns.stat("/nobodys").gid, ns.stat("/nobodys").mode]
 attempt("rename_own", lambda: ns.rename("/nobodys", "/nobodys2"))
 attempt("unlink_own", lambda: ns.unlink("/nobodys2"))
-""")
+""",
+    )
     assert out == {
         "unlink_root_region": errno.EPERM,
         "rename_root_region": errno.EPERM,
@@ -172,9 +177,17 @@ r.buf[0] = 99
 out["after"] = r.buf[0]
 """
     child = spawn(
-        [sys.executable, str(ROOT / "tests" / "dropped.py"), str(NOBODY), str(NOBODY), "",
-         PRELUDE + code + "\nprint(json.dumps(out))\n"],
-        {"MSHARE_RUN_DIR": str(broker.run_dir)}, stdin=subprocess.PIPE, cwd="/",
+        [
+            sys.executable,
+            str(ROOT / "tests" / "dropped.py"),
+            str(NOBODY),
+            str(NOBODY),
+            "",
+            PRELUDE + code + "\nprint(json.dumps(out))\n",
+        ],
+        {"MSHARE_RUN_DIR": str(broker.run_dir)},
+        stdin=subprocess.PIPE,
+        cwd="/",
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "mapped"
     ns.chmod("/revocable", 0o600)
@@ -188,22 +201,29 @@ out["after"] = r.buf[0]
 
 
 def test_identity_comes_from_the_kernel(ns: mshare.Namespace, broker: BrokerProcess) -> None:
-    out = run_as(broker, """
+    out = run_as(
+        broker,
+        """
 out["me"] = [ns.uid, ns.gid]
 s = [x for x in ns.sessions() if x.id == ns.session_id][0]
 out["seen"] = [s.uid, s.gid, list(s.groups), s.pid == os.getpid()]
-""", groups=(GROUP, 777))
+""",
+        groups=(GROUP, 777),
+    )
     assert out == {"me": [NOBODY, NOBODY], "seen": [NOBODY, NOBODY, [777, GROUP], True]}
 
 
 def test_other_users_attachments_are_counted_not_listed(ns: mshare.Namespace, broker: BrokerProcess) -> None:
     ns.mkdir("/private-dir", 0o700)
     with ns.create("/private-dir/secret-name", size=2 * MiB):
-        out = run_as(broker, """
+        out = run_as(
+            broker,
+            """
 mine = ns.create("/visible", size=2 << 20)
 for s in ns.sessions():
     out[str(s.uid)] = [s.attachment_count, [a.path for a in s.attachments]]
-""")
+""",
+        )
         assert out == {"0": [1, []], str(NOBODY): [1, ["/visible"]]}
         root_view = {s.uid: s for s in ns.sessions()}[0]
         assert [a.path for a in root_view.attachments] == ["/private-dir/secret-name"]

@@ -24,8 +24,11 @@ def run_code(broker: BrokerProcess, code: str, *args: str, timeout: float = 60) 
 
 def start_holder(broker: BrokerProcess, code: str) -> subprocess.Popen[str]:
     """A child that runs code, prints "ready", then holds everything until killed or its stdin closes."""
-    child = python_child(code + "\nprint('ready', flush=True)\nimport sys; sys.stdin.readline()\n",
-                         env={"MSHARE_RUN_DIR": str(broker.run_dir)}, stdin=subprocess.PIPE)
+    child = python_child(
+        code + "\nprint('ready', flush=True)\nimport sys; sys.stdin.readline()\n",
+        env={"MSHARE_RUN_DIR": str(broker.run_dir)},
+        stdin=subprocess.PIPE,
+    )
     assert child.stdout is not None
     line = child.stdout.readline()
     assert line.strip() == "ready", line + (child.stderr.read() if child.stderr else "")
@@ -38,8 +41,13 @@ def test_donor_and_consumer_examples(broker: BrokerProcess) -> None:
     assert donor.stdout is not None and donor.stdin is not None
     donor_line = donor.stdout.readline().strip()
     assert donor.stdout.readline().startswith("donor: waiting")
-    consumer = subprocess.run([sys.executable, str(ROOT / "examples" / "consumer.py")], capture_output=True,
-                              text=True, env={**os.environ, **env}, timeout=30)
+    consumer = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "consumer.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=30,
+    )
     assert consumer.returncode == 0, consumer.stderr
     address_line, text = consumer.stdout.splitlines()
     with broker.connect() as ns:
@@ -62,7 +70,9 @@ def test_pointer_stored_in_one_process_followed_in_another(ns: mshare.Namespace,
     for i, node in enumerate(nodes):
         ctypes.c_uint64.from_address(node).value = nodes[i + 1] if i + 1 < len(nodes) else 0
         ctypes.c_uint64.from_address(node + 8).value = (i + 1) * 111
-    out = run_code(broker, """
+    out = run_code(
+        broker,
+        """
 import ctypes, mshare
 with mshare.connect() as ns, ns.open("/graph", readonly=True) as r:
     values, p = [], ctypes.c_uint64.from_address(r.start).value
@@ -71,7 +81,8 @@ with mshare.connect() as ns, ns.open("/graph", readonly=True) as r:
         values.append(ctypes.c_uint64.from_address(p + 8).value)
         p = ctypes.c_uint64.from_address(p).value
     print(hex(r.start), values)
-""")
+""",
+    )
     assert out.split() == [hex(region.start), "[111,", "222,", "333,", "444,", "555]"]
     region.close()
 
@@ -81,12 +92,15 @@ def test_kill_9_ends_attachments_and_frees_unlinked_regions(ns: mshare.Namespace
     ns.create("/doomed", size=8 * MiB).close()
     ns.stat("/held")  # the gRPC connection is open before the count is taken
     baseline_fds = broker.fd_count()
-    holder = start_holder(broker, """
+    holder = start_holder(
+        broker,
+        """
 import mshare
 ns = mshare.connect()
 held = [ns.open("/held"), ns.open("/held"), ns.open("/doomed")]
 held[0].buf[0] = 1
-""")
+""",
+    )
     assert ns.stat("/held").attach_count == 2 and ns.stat("/doomed").attach_count == 1
     doomed_id = ns.stat("/doomed").id
     ns.unlink("/doomed")
@@ -96,7 +110,7 @@ held[0].buf[0] = 1
     assert wait_for(lambda: ns.stat("/held").attach_count == 0, timeout=1.0)
     assert wait_for(lambda: broker.fd_count() == baseline_fds - 1, timeout=1.0), (broker.fd_count(), baseline_fds)
     assert all(not s.attachments for s in ns.sessions())
-    assert f"region freed: default id {doomed_id}" in broker.log()
+    assert f"region freed: default:/doomed id {doomed_id} " in broker.log()
 
 
 SHARED_WORK = """
@@ -192,11 +206,17 @@ def test_200_regions_8_processes_no_leaks(ns: mshare.Namespace, broker: BrokerPr
 
 def test_sigkill_of_many_sessions_at_once_is_reclaimed(ns: mshare.Namespace, broker: BrokerProcess) -> None:
     ns.create("/many", size=2 * MiB, mode=0o666).close()
-    children = [start_holder(broker, """
+    children = [
+        start_holder(
+            broker,
+            """
 import mshare
 sessions = [mshare.connect() for _ in range(5)]
 regions = [s.open("/many") for s in sessions]
-""") for _ in range(4)]
+""",
+        )
+        for _ in range(4)
+    ]
     assert ns.stat("/many").attach_count == 20
     for child in children:
         child.kill()

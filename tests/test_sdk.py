@@ -10,9 +10,8 @@ import stat
 import threading
 from pathlib import Path
 
-import pytest
-
 import mshare
+import pytest
 from mshare import _fixedmap
 
 from .conftest import BrokerProcess, make_run_dir, wait_for
@@ -59,7 +58,14 @@ def test_stat_of_region_and_directory(ns: mshare.Namespace) -> None:
     with ns.create("/db/sga", size=4 * MiB, mode=0o640) as r:
         st = ns.stat("/db/sga")
         assert (st.id, st.path, st.kind, st.start, st.size) == (r.id, "/db/sga", "region", r.start, 4 * MiB)
-        assert (st.mode, st.uid, st.gid, st.page_size, st.attach_count, st.state) == (0o640, os.getuid(), os.getgid(), "4k", 1, "ACTIVE")
+        assert (st.mode, st.uid, st.gid, st.page_size, st.attach_count, st.state) == (
+            0o640,
+            os.getuid(),
+            os.getgid(),
+            "4k",
+            1,
+            "ACTIVE",
+        )
         assert st.filemode == "-rw-r-----"
     d = ns.stat("/db")
     assert (d.kind, d.mode, d.path) == ("directory", 0o750, "/db")
@@ -102,7 +108,7 @@ def test_close_with_live_view_raises_and_changes_nothing(ns: mshare.Namespace) -
     assert region.closed
     region.close()  # idempotent
     with pytest.raises(ValueError):
-        region.buf
+        _ = region.buf
 
 
 def test_close_refused_while_ndarray_alive(ns: mshare.Namespace) -> None:
@@ -249,7 +255,7 @@ def test_threads_share_one_session(ns: mshare.Namespace) -> None:
                 with ns.open(f"/t{i}") as region:
                     region.buf[0] = i
                 assert ns.stat(f"/t{i}").kind == "region"
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
@@ -273,7 +279,7 @@ def test_forked_child_gets_a_clear_error(ns: mshare.Namespace) -> None:
             result = b"no error"
         except mshare.ForkedError as exc:
             result = b"ok " + str(exc).encode() if b"connect()" in str(exc).encode() else b"unclear " + str(exc).encode()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             result = repr(exc).encode()
         os.write(write_end, result)
         os._exit(0)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .client import Attachment, Info, Namespace, SessionInfo, Stat, connect
+from .client import Namespace, Watch, connect
 from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError
+from .records import Attachment, Event, Info, SessionInfo, Stat
 from .region import PAGE_SIZES, Region
 
 __all__ = [
     "PAGE_SIZES",
     "Attachment",
     "BrokerUnavailableError",
+    "Event",
     "ForkedError",
     "Info",
     "Namespace",
@@ -20,5 +22,6 @@ __all__ = [
     "SessionInfo",
     "SessionLostError",
     "Stat",
+    "Watch",
     "connect",
 ]

@@ -7,9 +7,9 @@ import os
 import stat as stat_module
 import threading
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Final, Iterator, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
@@ -18,9 +18,23 @@ from grpc_status import rpc_status
 from . import __version__
 from ._session import Session, close_all
 from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError, os_error
+from .records import ACCESS_NAMES, POLICY_NAMES, POLICY_NUMBERS, Attachment, Event, Info, SessionInfo, Stat, event_of, stat_of
 from .region import MAPPINGS, PAGE_SIZES, Region
 from .v1 import broker_service_pb2 as pb
 from .v1 import broker_service_pb2_grpc, resources_pb2, session_pb2
+
+__all__ = [
+    "Attachment",
+    "Event",
+    "Info",
+    "Namespace",
+    "SessionInfo",
+    "Stat",
+    "Watch",
+    "check_path",
+    "connect",
+    "find_run_dir",
+]
 
 #: Metadata binding a gRPC call to the session, and ordering it after the
 #: session's earlier requests (docs/protocol.md).
@@ -33,109 +47,7 @@ GRPC_SOCKET: Final = "mshare.sock"
 #: Entries asked for per ListEntries page.
 LIST_PAGE: Final = 1000
 
-_POLICY_NUMBERS: Final[dict[str, resources_pb2.PagePolicy]] = dict(
-    zip(PAGE_SIZES, (resources_pb2.PAGE_POLICY_4K, resources_pb2.PAGE_POLICY_THP,
-                     resources_pb2.PAGE_POLICY_HUGETLB_2M, resources_pb2.PAGE_POLICY_HUGETLB_1G))
-)
-_POLICY_NAMES: Final = {number: name for name, number in _POLICY_NUMBERS.items()}
-_STATES: Final = {resources_pb2.REGION_STATE_ACTIVE: "ACTIVE", resources_pb2.REGION_STATE_UNLINKED: "UNLINKED"}
-_ACCESS_NAMES: Final = {resources_pb2.ACCESS_READ_ONLY: "ro", resources_pb2.ACCESS_READ_WRITE: "rw"}
-
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Stat:
-    """What stat() reports of a region or a directory."""
-
-    id: int
-    path: str
-    kind: str  # "region" or "directory"
-    start: int
-    size: int
-    mode: int  # permission bits only, like stat.S_IMODE(st_mode)
-    uid: int
-    gid: int
-    page_size: str | None  # "4k", "thp", "hugetlb-2m", "hugetlb-1g"; None for directories
-    attach_count: int
-    state: str | None  # "ACTIVE" or "UNLINKED"; None for directories
-    namespace: str
-    created: float  # seconds since the epoch
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-    @property
-    def filemode(self) -> str:
-        """Like ls -l: drwxrwxrwt, -rw-------."""
-        kind = stat_module.S_IFDIR if self.kind == "directory" else stat_module.S_IFREG
-        return stat_module.filemode(kind | self.mode)
-
-    def __repr__(self) -> str:
-        return (
-            f"Stat(id={self.id}, path={self.path!r}, kind={self.kind!r}, start={self.start:#x}, size={self.size}, "
-            f"mode={self.mode:#o}, uid={self.uid}, gid={self.gid}, page_size={self.page_size!r}, "
-            f"attach_count={self.attach_count}, state={self.state!r}, namespace={self.namespace!r})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Info:
-    """mshare_info: the namespace's alignment and the broker's arena and page sizes."""
-
-    alignment: int
-    arena_start: int
-    arena_size: int
-    page_sizes: tuple[str, ...]
-    namespace: str
-    default_page_size: str
-    broker_version: str
-    epoch: int
-    region_capacity: int
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    id: int
-    region_id: int
-    namespace: str
-    path: str
-    access: str  # "ro" or "rw"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """A live session, as the broker sees it."""
-
-    id: int
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    pid: int
-    namespace: str
-    client_version: str
-    attachment_count: int
-    attachments: tuple[Attachment, ...]  # listed only to root and to the session's own uid
-
-
-def _stat(entry: resources_pb2.Entry) -> Stat:
-    is_dir = entry.kind == resources_pb2.ENTRY_KIND_DIRECTORY
-    return Stat(
-        id=entry.id,
-        path=entry.path,
-        kind="directory" if is_dir else "region",
-        start=entry.start,
-        size=entry.size_bytes,
-        mode=entry.mode,
-        uid=entry.uid,
-        gid=entry.gid,
-        page_size=None if is_dir else _POLICY_NAMES.get(entry.page_policy),
-        attach_count=entry.attach_count,
-        state=None if is_dir else _STATES.get(entry.state),
-        namespace=entry.namespace,
-        created=entry.create_time.ToNanoseconds() / 1e9,
-    )
 
 
 def check_path(path: object) -> str:
@@ -170,7 +82,7 @@ def _policy_number(page_size: object) -> resources_pb2.PagePolicy:
     if not isinstance(page_size, str):
         raise TypeError(f"page_size must be str or None, not {type(page_size).__name__}")
     try:
-        return _POLICY_NUMBERS[page_size]
+        return POLICY_NUMBERS[page_size]
     except KeyError:
         raise ValueError(f"page_size must be one of {', '.join(PAGE_SIZES)}: {page_size!r}") from None
 
@@ -320,7 +232,7 @@ class Namespace:
             region_id=desc.region_id,
             attachment_id=desc.attachment_id,
             path=desc.path,
-            page_size=_POLICY_NAMES.get(desc.page_policy, "4k"),
+            page_size=POLICY_NAMES.get(desc.page_policy, "4k"),
             readonly=readonly,
         )
         with self._lock:
@@ -347,7 +259,9 @@ class Namespace:
 
     # -- regions ------------------------------------------------------------------
 
-    def create(self, path: str, size: int, *, mode: int = 0o600, start: int | None = None, page_size: str | None = None) -> Region:
+    def create(
+        self, path: str, size: int, *, mode: int = 0o600, start: int | None = None, page_size: str | None = None
+    ) -> Region:
         """Create a region (O_CREAT|O_EXCL) and map it read-write at its fixed address.
 
         Args:
@@ -383,7 +297,7 @@ class Namespace:
         """
         mode, start, policy = _check_region(path, size, mode, start, page_size)
         request = pb.CreateRegionRequest(path=path, size_bytes=size, mode=mode, start=start, page_policy=policy)
-        return _stat(self._rpc(self._stub.CreateRegion, request, path).entry)
+        return stat_of(self._rpc(self._stub.CreateRegion, request, path).entry)
 
     def open(self, path: str, *, readonly: bool = False) -> Region:
         """Attach an existing region and map it at its fixed address.
@@ -411,7 +325,7 @@ class Namespace:
 
     def stat(self, path: str) -> Stat:
         reply = self._rpc(self._stub.GetEntry, pb.GetEntryRequest(path=check_path(path)), path)
-        return _stat(reply.entry)
+        return stat_of(reply.entry)
 
     def scandir(self, path: str = "/") -> Iterator[Stat]:
         """The entries of a directory, sorted by name, fetched page by page."""
@@ -420,7 +334,7 @@ class Namespace:
         while True:
             request = pb.ListEntriesRequest(path=path, page_size=LIST_PAGE, page_token=token)
             reply = self._rpc(self._stub.ListEntries, request, path)
-            yield from (_stat(entry) for entry in reply.entries)
+            yield from (stat_of(entry) for entry in reply.entries)
             token = reply.next_page_token
             if not token:
                 return
@@ -458,13 +372,24 @@ class Namespace:
             alignment=ns.alignment_bytes,
             arena_start=ns.arena_start,
             arena_size=ns.arena_size_bytes,
-            page_sizes=tuple(_POLICY_NAMES[p] for p in ns.page_policies if p in _POLICY_NAMES),
+            page_sizes=tuple(POLICY_NAMES[p] for p in ns.page_policies if p in POLICY_NAMES),
             namespace=ns.name,
-            default_page_size=_POLICY_NAMES.get(ns.default_page_policy, "4k"),
+            default_page_size=POLICY_NAMES.get(ns.default_page_policy, "4k"),
             broker_version=reply.broker_version,
             epoch=reply.epoch,
             region_capacity=reply.region_capacity,
         )
+
+    def watch(self, path: str, recursive: bool = False) -> Watch:
+        """Events under path, in order: "existing" for each entry there now, "synced", then live ones.
+
+        Returns a Watch: iterate it for Events; close() it (or use ``with``)
+        to stop. The iteration ends when this session or the broker ends; a
+        watcher that falls far behind gets OSError(ENOBUFS) and must watch again.
+        """
+        request = pb.WatchRequest(path=check_path(path), recursive=bool(recursive))
+        call = self._rpc(self._stub.Watch, request, path)
+        return Watch(self, call, path)
 
     def namespaces(self) -> list[str]:
         reply = self._rpc(self._stub.ListNamespaces, pb.ListNamespacesRequest())
@@ -483,7 +408,7 @@ class Namespace:
                 client_version=s.client_version,
                 attachment_count=s.attachment_count,
                 attachments=tuple(
-                    Attachment(a.id, a.region_id, a.namespace, a.path, _ACCESS_NAMES.get(a.access, "?")) for a in s.attachments
+                    Attachment(a.id, a.region_id, a.namespace, a.path, ACCESS_NAMES.get(a.access, "?")) for a in s.attachments
                 ),
             )
             for s in reply.sessions
@@ -538,6 +463,38 @@ class Namespace:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"session {self.session_id}"
         return f"<mshare.Namespace {getattr(self, 'name', '?')} at {self.run_dir} {state}>"
+
+
+class Watch:
+    """A running watch: an iterator of Events, closed with close() or a with block."""
+
+    def __init__(self, namespace: Namespace, call: Any, path: str) -> None:
+        self._namespace = namespace
+        self._call = call
+        self.path = path
+        self._closed = False
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> Event:
+        try:
+            return event_of(next(self._call))
+        except grpc.RpcError as exc:
+            if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
+                raise StopIteration from None
+            raise self._namespace._translate(exc, self.path) from None
+
+    def close(self) -> None:
+        """Stop the stream; idempotent. Iteration then ends."""
+        self._closed = True
+        self._call.cancel()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def connect(namespace: str = "default", *, run_dir: str | os.PathLike[str] | None = None) -> Namespace:

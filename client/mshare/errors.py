@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Final, Mapping
+from collections.abc import Mapping
+from typing import Final
 
 #: gRPC canonical code name of every errno the broker reports; docs/protocol.md
-#: shows the same table. ENOTCONN is "no live session". Anything else the
-#: broker reports is INTERNAL.
+#: shows the same table. ENOTCONN is "no live session"; ENOBUFS is a watcher
+#: dropped for falling behind. Anything else the broker reports is INTERNAL.
 ERRNO_CODES: Final[Mapping[int, str]] = {
     errno.EEXIST: "ALREADY_EXISTS",
     errno.ENOENT: "NOT_FOUND",
@@ -26,6 +27,7 @@ ERRNO_CODES: Final[Mapping[int, str]] = {
     errno.EMFILE: "RESOURCE_EXHAUSTED",
     errno.ENOSPC: "RESOURCE_EXHAUSTED",
     errno.EDQUOT: "RESOURCE_EXHAUSTED",
+    errno.ENOBUFS: "RESOURCE_EXHAUSTED",
     errno.ENOTCONN: "UNAUTHENTICATED",
 }
 

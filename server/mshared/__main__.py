@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import ConfigError, load
 from .daemon import AlreadyRunning, Daemon

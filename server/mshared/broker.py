@@ -9,12 +9,13 @@ import secrets
 import stat
 import threading
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Final, Iterable
+from typing import Final
 
 from .errors import BrokerError
 from .records import AttachmentView, BrokerStats, EntryView, Handoff, SessionRecord, SessionView
-from .regions import GiB, Access, AddressSpace, Attachment, Backing, PagePolicy, Region, State, pagetable_bytes
+from .regions import Access, AddressSpace, Attachment, Backing, GiB, PagePolicy, Region, State, pagetable_bytes
 from .tree import (
     R_OK,
     W_OK,
@@ -23,14 +24,15 @@ from .tree import (
     Directory,
     Node,
     Tree,
+    check_slash,
+    names_a_directory,
     new_entry_gid,
     require,
     require_owner,
-    check_slash,
-    names_a_directory,
     require_sticky,
     split_path,
 )
+from .watch import Event, EventKind, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 #: a page must fit comfortably in one gRPC message (4 MiB by default).
 DEFAULT_PAGE_SIZE: Final = 1000
 MAX_PAGE_SIZE: Final = 10000
+
+#: Watch streams per session and per broker: each holds a gRPC worker thread.
+MAX_WATCHES_PER_SESSION: Final = 4
+MAX_WATCHES: Final = 32
 
 #: Regions read per lock hold when metrics are scraped.
 STATS_CHUNK: Final = 1000
@@ -64,7 +70,7 @@ class NamespaceSpec:
 class Namespace:
     """One msharefs mount: a tree and its fixed properties."""
 
-    __slots__ = ("name", "alignment", "default_policy", "tree")
+    __slots__ = ("alignment", "default_policy", "name", "tree")
 
     def __init__(self, spec: NamespaceSpec, root_id: int) -> None:
         self.name = spec.name
@@ -100,6 +106,7 @@ class Broker:
         self._regions: dict[int, Region] = {}
         self._sessions: dict[int, SessionRecord] = {}
         self._tokens: dict[str, SessionRecord] = {}
+        self._watchers: dict[int, Watcher] = {}
         self.freed_total = {name: 0 for name in self._namespaces}
         self.sessions_reclaimed_total = 0
         self.address_conflicts_total = 0
@@ -125,7 +132,12 @@ class Broker:
             self._tokens[session.token] = session
         log.info(
             "session %d opened: uid %d gid %d pid %d namespace %s client %s",
-            session.id, creds.uid, creds.gid, creds.pid, namespace, client_version or "-",
+            session.id,
+            creds.uid,
+            creds.gid,
+            creds.pid,
+            namespace,
+            client_version or "-",
         )
         return session
 
@@ -144,12 +156,18 @@ class Broker:
             if held:
                 self.sessions_reclaimed_total += 1
             self._detach_locked(session, list(session.attachments))
-        log.info("session %d closed: uid %d pid %d, %d attachments released", session.id, session.creds.uid, session.creds.pid, held)
+            for watcher in [w for w in self._watchers.values() if w.session_id == session.id]:
+                self._unwatch_locked(watcher)
+        log.info(
+            "session %d closed: uid %d pid %d, %d attachments released", session.id, session.creds.uid, session.creds.pid, held
+        )
 
     def sessions(self) -> list[SessionView]:
         with self._lock:
             return [
-                SessionView(s.id, s.creds, s.namespace, s.client_version, tuple(self._attachment_view(a) for a in s.attachments.values()))
+                SessionView(
+                    s.id, s.creds, s.namespace, s.client_version, tuple(self._attachment_view(a) for a in s.attachments.values())
+                )
                 for s in sorted(self._sessions.values(), key=lambda s: s.id)
             ]
 
@@ -207,9 +225,19 @@ class Broker:
             region.backing = backing
             parent.link(name, region)
             self._regions[region.id] = region
+            self._emit(EventKind.CREATED, region, path, parent)
             handoff = self._attach_locked(session, region, Access.READ_WRITE, path) if attach and not session.closed else None
             view = self._view(region, ns.name)
-        log.info("region created: %s:%s id %d start %#x size %d policy %s uid %d", ns.name, path, region.id, region.start, region.size, policy.value, creds.uid)
+        log.info(
+            "region created: %s:%s id %d start %#x size %d policy %s uid %d",
+            ns.name,
+            path,
+            region.id,
+            region.start,
+            region.size,
+            policy.value,
+            creds.uid,
+        )
         return view, handoff
 
     def attach(self, session: SessionRecord, namespace: str, path: str, region_id: int, access: Access) -> Handoff:
@@ -253,8 +281,69 @@ class Broker:
             check_slash(node, path)
             parent.unlink(names[-1])
             assert isinstance(node, Region)
-            self._unlinked_locked(node, path)
+            self._unlinked_locked(node, path, parent)
             return self._view(node, ns.name)
+
+    # -- watches ---------------------------------------------------------------------
+
+    def watch(self, session: SessionRecord, namespace: str, path: str, recursive: bool) -> Watcher:
+        """Subscribe to the events under path; the snapshot of what is there now comes first.
+
+        Needs what listing needs (read and search on a watched directory);
+        EMFILE past the per-session and broker-wide limits.
+        """
+        creds = session.creds
+        ns = self.namespace(namespace or session.namespace)
+        names = split_path(path)
+        with self._lock:
+            node = ns.tree.lookup(names, creds, path)
+            if isinstance(node, Directory):
+                require(node, creds, R_OK, path)
+            mine = sum(1 for w in self._watchers.values() if w.session_id == session.id)
+            if mine >= MAX_WATCHES_PER_SESSION or len(self._watchers) >= MAX_WATCHES:
+                raise BrokerError(
+                    errno.EMFILE,
+                    f"too many watches ({MAX_WATCHES_PER_SESSION} per session, {MAX_WATCHES} per broker)",
+                    path,
+                )
+            watcher = Watcher(next(self._ids), session.id, creds, ns.name, node.path, recursive)
+            for entry, entry_path, parent in self._snapshot(node, recursive):
+                if watcher.wants(ns.name, entry_path, parent, entry.uid):
+                    watcher.push(Event(EventKind.EXISTING, ns.name, entry_path, self._view(entry, ns.name)), snapshot=True)
+            watcher.push(Event(EventKind.SYNCED, ns.name, node.path), snapshot=True)
+            self._watchers[watcher.id] = watcher
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._unwatch_locked(watcher)
+
+    def close_watches(self) -> None:
+        """End every watch stream (shutdown)."""
+        with self._lock:
+            for watcher in list(self._watchers.values()):
+                self._unwatch_locked(watcher)
+
+    def _unwatch_locked(self, watcher: Watcher) -> None:
+        self._watchers.pop(watcher.id, None)
+        watcher.close()
+
+    @staticmethod
+    def _snapshot(node: Node, recursive: bool) -> Iterator[tuple[Node, str, Directory | None]]:
+        """(entry, path, its directory) for node and, for a directory, what it holds."""
+        base = node.path
+        if not isinstance(node, Directory):
+            yield node, base, node.parent
+            return
+        stack: list[tuple[Directory, str]] = [(node, base.rstrip("/"))]
+        while stack:
+            directory, prefix = stack.pop()
+            for name in directory.sorted_names():
+                child = directory.children[name]
+                child_path = f"{prefix}/{name}"
+                yield child, child_path, directory
+                if recursive and isinstance(child, Directory):
+                    stack.append((child, child_path))
 
     # -- directories and metadata ---------------------------------------------------
 
@@ -273,6 +362,7 @@ class Broker:
                 mode |= stat.S_ISGID
             directory = Directory(next(self._ids), mode, creds.uid, new_entry_gid(parent, creds))
             parent.link(names[-1], directory)
+            self._emit(EventKind.CREATED, directory, path, parent, ns.name)
             view = self._view(directory, ns.name)
         log.info("directory created: %s:%s mode %04o uid %d", ns.name, path, mode, creds.uid)
         return view
@@ -289,6 +379,7 @@ class Broker:
             if node.children or node.pending:
                 raise BrokerError(errno.ENOTEMPTY, "", path)
             parent.unlink(names[-1])
+            self._emit(EventKind.UNLINKED, node, path, parent, ns.name)
         log.info("directory removed: %s:%s", ns.name, path)
 
     def rename(self, creds: Credentials, namespace: str, src: str, dst_namespace: str, dst: str) -> EntryView:
@@ -327,8 +418,11 @@ class Broker:
             if existing is not None:
                 dst_parent.unlink(dst_names[-1])
                 if isinstance(existing, Region):
-                    self._unlinked_locked(existing, dst)
+                    self._unlinked_locked(existing, dst, dst_parent)
+                else:
+                    self._emit(EventKind.UNLINKED, existing, dst, dst_parent, ns.name)
             dst_parent.link(dst_names[-1], node)
+            self._emit(EventKind.RENAMED, node, dst, dst_parent, ns.name, old=(src, src_parent))
             view = self._view(node, ns.name)
         log.info("renamed: %s:%s -> %s", ns.name, src, dst)
         return view
@@ -439,7 +533,9 @@ class Broker:
         """EINVAL for what no placement could fix; returns the alignment this region needs."""
         if policy not in self.policies:
             available = ", ".join(sorted(p.value for p in self.policies))
-            raise BrokerError(errno.EINVAL, f"page policy {policy.value} is not available on this broker (available: {available})", path)
+            raise BrokerError(
+                errno.EINVAL, f"page policy {policy.value} is not available on this broker (available: {available})", path
+            )
         alignment = max(ns.alignment, policy.huge_page_bytes)
         what = "alignment" if alignment == ns.alignment else f"{policy.value} page size"
         if size <= 0 or size % alignment:
@@ -469,6 +565,8 @@ class Broker:
         attachment = Attachment(next(self._ids), region, session.id, access)
         session.attachments[attachment.id] = attachment
         region.attach_count += 1
+        if self._watchers:
+            self._emit(EventKind.ATTACHED, region, path, region.parent, session_id=session.id, access=access)
         return Handoff(attachment.id, region.id, region.namespace, path, region.start, region.size, region.policy, access, fd)
 
     def _detach_locked(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
@@ -478,11 +576,16 @@ class Broker:
                 continue
             region = attachment.region
             region.attach_count -= 1
+            if self._watchers:
+                path = region.path or region.last_path
+                self._emit(EventKind.DETACHED, region, path, region.parent, session_id=session.id, access=attachment.access)
             if region.attach_count == 0 and region.state is State.UNLINKED:
                 self._free_locked(region)
 
-    def _unlinked_locked(self, region: Region, path: str) -> None:
+    def _unlinked_locked(self, region: Region, path: str, parent: Directory) -> None:
         region.state = State.UNLINKED
+        region.last_path = path
+        self._emit(EventKind.UNLINKED, region, path, parent)
         log.info("region unlinked: %s:%s id %d, %d attachments", region.namespace, path, region.id, region.attach_count)
         if region.attach_count == 0:
             self._free_locked(region)
@@ -494,7 +597,39 @@ class Broker:
         if backing is not None:
             backing.close()
         self.freed_total[region.namespace] += 1
-        log.info("region freed: %s id %d start %#x size %d", region.namespace, region.id, region.start, region.size)
+        self._emit(EventKind.FREED, region, region.last_path, None)
+        log.info(
+            "region freed: %s:%s id %d start %#x size %d",
+            region.namespace,
+            region.last_path,
+            region.id,
+            region.start,
+            region.size,
+        )
+
+    def _emit(
+        self,
+        kind: EventKind,
+        node: Node,
+        path: str,
+        parent: Directory | None,
+        namespace: str = "",
+        *,
+        old: tuple[str, Directory] | None = None,
+        session_id: int = 0,
+        access: Access | None = None,
+    ) -> None:
+        """Queue an event for every watcher it concerns and that may see it (lock held)."""
+        if not self._watchers:
+            return
+        namespace = node.namespace if isinstance(node, Region) else namespace
+        entry = None
+        for watcher in self._watchers.values():
+            if watcher.wants(namespace, path, parent, node.uid) or (
+                old is not None and watcher.wants(namespace, old[0], old[1], node.uid)
+            ):
+                entry = entry or self._view(node, namespace)
+                watcher.push(Event(kind, namespace, path, entry, old[0] if old else "", session_id, access))
 
     def _attachment_view(self, attachment: Attachment) -> AttachmentView:
         region = attachment.region
@@ -504,7 +639,18 @@ class Broker:
     def _view(node: Node, namespace: str) -> EntryView:
         if isinstance(node, Region):
             return EntryView(
-                node.id, namespace, node.path, False, node.start, node.size, node.mode, node.uid, node.gid,
-                node.policy, node.attach_count, node.state, node.created_ns,
+                node.id,
+                namespace,
+                node.path,
+                False,
+                node.start,
+                node.size,
+                node.mode,
+                node.uid,
+                node.gid,
+                node.policy,
+                node.attach_count,
+                node.state,
+                node.created_ns,
             )
         return EntryView(node.id, namespace, node.path, True, 0, 0, node.mode, node.uid, node.gid, None, 0, None, node.created_ns)

@@ -7,9 +7,10 @@ import grp
 import os
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Mapping, NoReturn, Sequence
+from typing import Any, Final, NoReturn
 
 from .broker import NamespaceSpec
 from .regions import GiB, PagePolicy
@@ -41,7 +42,7 @@ class ConfigError(Exception):
 
 
 def parse_size(text: str | int, option: str) -> int:
-    """"2M", "1GiB", "4096" -> bytes; K/M/G/T are powers of 1024."""
+    """ "2M", "1GiB", "4096" -> bytes; K/M/G/T are powers of 1024."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -185,9 +186,19 @@ class _Parser(argparse.ArgumentParser):
 
 #: (flag, environment variable, config-file key, help)
 _OPTIONS: Final = (
-    ("--run-dir", "MSHARE_RUN_DIR", "run_dir", "directory of the sockets and the lock (default: /run/mshare for root, else $XDG_RUNTIME_DIR/mshare or /tmp/mshare-$UID)"),
+    (
+        "--run-dir",
+        "MSHARE_RUN_DIR",
+        "run_dir",
+        "directory of the sockets and the lock (default: /run/mshare for root, else $XDG_RUNTIME_DIR/mshare or /tmp/mshare-$UID)",
+    ),
     ("--config", "MSHARE_CONFIG", None, "TOML file with namespaces, arena and the options below"),
-    ("--metrics-address", "MSHARE_METRICS_ADDRESS", "metrics_address", f"HOST:PORT of /metrics; port 0 picks a free one (default {DEFAULT_METRICS_ADDRESS})"),
+    (
+        "--metrics-address",
+        "MSHARE_METRICS_ADDRESS",
+        "metrics_address",
+        f"HOST:PORT of /metrics; port 0 picks a free one (default {DEFAULT_METRICS_ADDRESS})",
+    ),
     ("--socket-mode", "MSHARE_SOCKET_MODE", "socket_mode", "octal mode of both sockets (default 0666)"),
     ("--socket-group", "MSHARE_SOCKET_GROUP", "socket_group", "group (name or gid) of both sockets"),
     ("--alignment", "MSHARE_ALIGNMENT", "alignment", "default region alignment, a power of two (default 2M)"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import errno
 from typing import Final
 
-from mshare.v1 import resources_pb2
+from mshare.v1 import broker_service_pb2, resources_pb2
 
 from .broker import Broker, Namespace
-from .records import EntryView, Handoff
 from .errors import BrokerError
+from .records import EntryView, Handoff
 from .regions import Access, PagePolicy, State
 from .tree import Credentials
+from .watch import Event, EventKind
 
 _POLICIES: Final[dict[PagePolicy, resources_pb2.PagePolicy]] = {
     PagePolicy.SMALL: resources_pb2.PAGE_POLICY_4K,
@@ -99,4 +100,31 @@ def entry(view: EntryView) -> resources_pb2.Entry:
     if view.state is not None:
         message.state = _STATES[view.state]
     message.create_time.FromNanoseconds(view.created_ns)
+    return message
+
+
+_EVENT_KINDS: Final[dict[EventKind, broker_service_pb2.WatchEventKind]] = {
+    EventKind.EXISTING: broker_service_pb2.WATCH_EVENT_KIND_EXISTING,
+    EventKind.SYNCED: broker_service_pb2.WATCH_EVENT_KIND_SYNCED,
+    EventKind.CREATED: broker_service_pb2.WATCH_EVENT_KIND_CREATED,
+    EventKind.RENAMED: broker_service_pb2.WATCH_EVENT_KIND_RENAMED,
+    EventKind.UNLINKED: broker_service_pb2.WATCH_EVENT_KIND_UNLINKED,
+    EventKind.FREED: broker_service_pb2.WATCH_EVENT_KIND_FREED,
+    EventKind.ATTACHED: broker_service_pb2.WATCH_EVENT_KIND_ATTACHED,
+    EventKind.DETACHED: broker_service_pb2.WATCH_EVENT_KIND_DETACHED,
+}
+
+
+def watch_event(event: Event) -> broker_service_pb2.WatchResponse:
+    message = broker_service_pb2.WatchResponse(
+        kind=_EVENT_KINDS[event.kind],
+        namespace=event.namespace,
+        path=event.path,
+        old_path=event.old_path,
+        session_id=event.session_id,
+    )
+    if event.entry is not None:
+        message.entry.CopyFrom(entry(event.entry))
+    if event.access is not None:
+        message.access = _ACCESS[event.access]
     return message

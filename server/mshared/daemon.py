@@ -19,18 +19,19 @@ from grpc_reflection.v1alpha import reflection
 from mshare.v1 import broker_service_pb2, broker_service_pb2_grpc
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
-from .broker import Broker
+from .broker import MAX_WATCHES, Broker
 from .config import Config
 from .memfd import MemFd, memfd_name
-from .regions import AddressSpace, PagePolicy, Region
 from .metrics import BrokerCollector, RpcMetrics, serve
+from .regions import AddressSpace, PagePolicy, Region
 from .service import SERVICE_NAME, BrokerServicer
 from .sessions import SessionServer, remove_stale_socket
 
 log = logging.getLogger(__name__)
 
-#: gRPC worker threads: control-plane calls are short and in memory.
-GRPC_WORKERS: Final = 8
+#: gRPC worker threads: control-plane calls are short and in memory, but each
+#: watch stream holds one thread (MAX_WATCHES of them at most).
+GRPC_WORKERS: Final = MAX_WATCHES + 16
 #: Descriptors kept free for sockets, logs and the metrics server when
 #: estimating how many more regions fit under RLIMIT_NOFILE.
 FD_RESERVE: Final = 64
@@ -125,8 +126,11 @@ class Daemon:
             self.health.set(status_name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "mshared serving %s: arena %#x+%#x, namespaces %s, fd limit %d",
-            config.run_dir, config.arena_start, config.arena_size,
-            ", ".join(ns.name for ns in config.namespaces), self.fd_limit,
+            config.run_dir,
+            config.arena_start,
+            config.arena_size,
+            ", ".join(ns.name for ns in config.namespaces),
+            self.fd_limit,
         )
 
     def _bind_grpc(self) -> grpc.Server:
@@ -175,6 +179,7 @@ class Daemon:
         log.info("mshared draining: grace %.1fs", self.config.grace)
         self.health.enter_graceful_shutdown()
         self.sessions.stop_accepting()
+        self.broker.close_watches()
         if self._grpc is not None:
             self._grpc.stop(self.config.grace).wait(self.config.grace + 1)
         self.sessions.stop()

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Final, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 import grpc
 from mshare import __version__
 from mshare.errors import ERRNO_CODES
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from .broker import Broker
 from .regions import Access, State
-from .sessions import SessionServer
+from .sessions import REQUEST_BUCKETS, SessionServer
 
 log = logging.getLogger(__name__)
 
 #: Status codes an mshare RPC can end with; their series exist from the start.
-RPC_CODES: Final = ("OK", "UNAUTHENTICATED", "INTERNAL", *sorted(set(ERRNO_CODES.values()) - {"UNAUTHENTICATED"}))
+RPC_CODES: Final = ("OK", "CANCELLED", "UNKNOWN", "INTERNAL", *sorted(set(ERRNO_CODES.values())))
 #: Control-plane calls are in-memory work: sub-millisecond buckets matter most.
 RPC_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _STATE_LABELS: Final = {State.ACTIVE: "active", State.UNLINKED: "unlinked"}
@@ -71,22 +78,49 @@ class BrokerCollector(Collector):
         yield attachments
         yield GaugeMetricFamily("mshare_sessions", "Live sessions.", value=stats.sessions)
         yield CounterMetricFamily(
-            "mshare_sessions_reclaimed", "Sessions that ended while still holding attachments (crashes, kills).",
+            "mshare_sessions_reclaimed",
+            "Sessions that ended while still holding attachments (crashes, kills).",
             value=broker.sessions_reclaimed_total,
         )
-        freed = CounterMetricFamily("mshare_regions_freed", "Regions freed after their last attachment ended.", labels=["namespace"])
+        freed = CounterMetricFamily(
+            "mshare_regions_freed", "Regions freed after their last attachment ended.", labels=["namespace"]
+        )
         for namespace, count in sorted(broker.freed_total.items()):
             freed.add_metric([namespace], count)
         yield freed
+        requests = self.sessions.stats
         handoffs = CounterMetricFamily("mshare_handoffs", "Memfds sent to clients, by result.", labels=["result"])
-        for result, count in sorted(self.sessions.handoffs.items()):
+        for result, count in sorted(requests.handoffs.items()):
             handoffs.add_metric([result], count)
         yield handoffs
+        counts = CounterMetricFamily(
+            "mshare_session_requests", "Session-channel requests by kind and status code.", labels=["kind", "code"]
+        )
+        for (kind, code), count in sorted(requests.counts.items()):
+            counts.add_metric([kind, code], count)
+        yield counts
+        latency = HistogramMetricFamily(
+            "mshare_session_request_duration_seconds", "Time the broker spends on a session request.", labels=["kind"]
+        )
+        for kind, buckets in requests.buckets.items():
+            cumulative, total = [], 0
+            for bound, count in zip((*map(str, REQUEST_BUCKETS), "+Inf"), buckets, strict=True):
+                total += count
+                cumulative.append((bound, total))
+            latency.add_metric([kind], cumulative, requests.sums[kind])
+        yield latency
         yield CounterMetricFamily(
-            "mshare_address_conflicts", "Creates refused because a named start overlapped a region.",
+            "mshare_address_conflicts",
+            "Creates refused because a named start overlapped a region.",
             value=broker.address_conflicts_total,
         )
-        yield GaugeMetricFamily("mshare_arena_free_bytes", "Free bytes of the address arena.", value=broker.space.free_bytes)
+        space = broker.space
+        yield GaugeMetricFamily("mshare_arena_bytes", "Size of the address arena.", value=space.arena_size)
+        yield GaugeMetricFamily("mshare_arena_free_bytes", "Free bytes of the address arena.", value=space.free_bytes)
+        yield GaugeMetricFamily(
+            "mshare_arena_largest_free_bytes", "The largest free gap of the arena: no bigger region fits.",
+            value=space.largest_free,
+        )
         yield GaugeMetricFamily(
             "mshare_region_capacity", "Regions that still fit under the descriptor limit.", value=self.region_capacity()
         )
@@ -118,28 +152,38 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]
             return handler._replace(unary_stream=self._streaming(handler.unary_stream, method))
         return handler
 
-    def _record(self, method: str, context: grpc.ServicerContext, started: float) -> None:
-        code = context.code() if hasattr(context, "code") else None
-        self.requests.labels(method, code.name if code is not None else "OK").inc()
+    def _record(self, method: str, context: grpc.ServicerContext, started: float, escaped: bool) -> None:
+        code = context.code()
+        # An exception that escapes a handler without setting a code becomes UNKNOWN on the wire.
+        name = code.name if code is not None else ("UNKNOWN" if escaped else "OK")
+        self.requests.labels(method, name).inc()
         self.duration.labels(method).observe(time.perf_counter() - started)
 
     def _unary(self, behavior: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
+            escaped = True
             try:
-                return behavior(request, context)
+                response = behavior(request, context)
+                escaped = False
+                return response
             finally:
-                self._record(method, context, started)
+                self._record(method, context, started, escaped)
 
         return call
 
     def _streaming(self, behavior: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
+            escaped = True
             try:
                 yield from behavior(request, context)
+                escaped = False
+            except GeneratorExit:
+                escaped = False  # the client went away; gRPC reports CANCELLED
+                raise
             finally:
-                self._record(method, context, started)
+                self._record(method, context, started, escaped)
 
         return call
 

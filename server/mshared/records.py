@@ -76,7 +76,7 @@ class Handoff:
 class SessionRecord:
     """The broker's side of one session: identity, token, attachments, and how far it has been read."""
 
-    __slots__ = ("id", "creds", "namespace", "token", "client_version", "attachments", "closed", "_seen", "_cond")
+    __slots__ = ("_cond", "_seen", "attachments", "client_version", "closed", "creds", "id", "namespace", "token")
 
     def __init__(self, session_id: int, creds: Credentials, namespace: str, client_version: str) -> None:
         self.id = session_id

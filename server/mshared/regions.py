@@ -81,7 +81,7 @@ def pagetable_bytes(policy: PagePolicy, start: int, size: int, attachers: int) -
 class Region(Node):
     """A named (or unlinked-but-attached) shared-memory region."""
 
-    __slots__ = ("namespace", "start", "size", "policy", "state", "attach_count", "backing")
+    __slots__ = ("attach_count", "backing", "last_path", "namespace", "policy", "size", "start", "state")
 
     def __init__(
         self, node_id: int, namespace: str, start: int, size: int, policy: PagePolicy, mode: int, uid: int, gid: int
@@ -94,6 +94,7 @@ class Region(Node):
         self.state = State.ACTIVE
         self.attach_count = 0
         self.backing: Backing | None = None
+        self.last_path = ""  # the path it had when unlinked, for the events and logs that follow
 
     def __repr__(self) -> str:
         return f"<Region {self.id} {self.namespace}:{self.path or '(unlinked)'} {self.start:#x}+{self.size:#x}>"
@@ -102,7 +103,7 @@ class Region(Node):
 class Attachment:
     """One open of a region by one session."""
 
-    __slots__ = ("id", "region", "session_id", "access")
+    __slots__ = ("access", "id", "region", "session_id")
 
     def __init__(self, attachment_id: int, region: Region, session_id: int, access: Access) -> None:
         self.id = attachment_id
@@ -144,7 +145,11 @@ class AddressSpace:
 
     @property
     def free_bytes(self) -> int:
-        return sum(end - start for start, end in zip(self._free_starts, self._free_ends))
+        return sum(end - start for start, end in zip(self._free_starts, self._free_ends, strict=True))
+
+    @property
+    def largest_free(self) -> int:
+        return max((end - start for start, end in zip(self._free_starts, self._free_ends, strict=True)), default=0)
 
     def allocate(self, size: int, alignment: int) -> int:
         """The lowest free arena range of size bytes starting on alignment; taken."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from typing import Any, Callable, Final, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -18,13 +19,17 @@ from mshare.v1 import broker_service_pb2_grpc
 
 from . import convert
 from .broker import Broker
-from .records import SessionRecord
 from .errors import BrokerError
+from .records import SessionRecord
+from .watch import Overflow
 
 log = logging.getLogger(__name__)
 
 #: Full name of the service, from the descriptor, for health checking and reflection.
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["BrokerService"].full_name
+
+#: How often a watch stream checks that its client is still there.
+WATCH_POLL: Final = 1.0
 
 #: Metadata keys every call carries: the session token, and the id of the last
 #: request the client sent on the session channel (so the call sees its detaches).
@@ -66,6 +71,26 @@ def _rpc(
         # abort_with_status raises; it must stay outside the except clauses above.
         context.abort_with_status(status)
         raise AssertionError("unreachable")
+
+    return call
+
+
+def _stream(
+    method: Callable[[BrokerServicer, Any, grpc.ServicerContext, SessionRecord], Iterator[Response]],
+) -> Callable[[BrokerServicer, Any, grpc.ServicerContext], Iterator[Response]]:
+    """_rpc for server-streaming calls: errors before or between messages end the stream with a status."""
+
+    @functools.wraps(method)
+    def call(self: BrokerServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Response]:
+        try:
+            yield from method(self, request, context, self._session(context))
+            return
+        except BrokerError as exc:
+            status = error_status(exc)
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            status = error_status(BrokerError(errno.EIO, "internal error; the broker's log has the details"))
+        context.abort_with_status(status)
 
     return call
 
@@ -129,16 +154,25 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     @_rpc
     def CreateRegion(self, request: pb.CreateRegionRequest, session: SessionRecord) -> pb.CreateRegionResponse:
         view, _ = self.broker.create_region(
-            session, request.namespace, request.path, request.size_bytes, request.mode, request.start,
-            convert.policy_from_proto(request.page_policy), attach=False,
+            session,
+            request.namespace,
+            request.path,
+            request.size_bytes,
+            request.mode,
+            request.start,
+            convert.policy_from_proto(request.page_policy),
+            attach=False,
         )
         return pb.CreateRegionResponse(entry=convert.entry(view))
 
     @_rpc
     def RenameEntry(self, request: pb.RenameEntryRequest, session: SessionRecord) -> pb.RenameEntryResponse:
         view = self.broker.rename(
-            session.creds, request.namespace or session.namespace, request.source_path,
-            request.destination_namespace, request.destination_path,
+            session.creds,
+            request.namespace or session.namespace,
+            request.source_path,
+            request.destination_namespace,
+            request.destination_path,
         )
         return pb.RenameEntryResponse(entry=convert.entry(view))
 
@@ -171,7 +205,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                     attachment_count=len(s.attachments),
                     attachments=[
                         pb.AttachmentInfo(
-                            id=a.id, region_id=a.region_id, namespace=a.namespace, path=a.path,
+                            id=a.id,
+                            region_id=a.region_id,
+                            namespace=a.namespace,
+                            path=a.path,
                             access=convert.access_to_proto(a.access),
                         )
                         for a in s.attachments
@@ -182,3 +219,22 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 for s in self.broker.sessions()
             ]
         )
+
+    @_stream
+    def Watch(
+        self, request: pb.WatchRequest, context: grpc.ServicerContext, session: SessionRecord
+    ) -> Iterator[pb.WatchResponse]:
+        watcher = self.broker.watch(session, request.namespace, request.path, request.recursive)
+        context.add_callback(lambda: self.broker.unwatch(watcher))
+        try:
+            while context.is_active():
+                try:
+                    event = watcher.pop(WATCH_POLL)
+                except Overflow as exc:
+                    raise BrokerError(errno.ENOBUFS, f"{exc}; watch again to resynchronise", request.path) from None
+                if event is not None:
+                    yield convert.watch_event(event)
+                elif watcher.closed:
+                    return  # the session or the broker ended
+        finally:
+            self.broker.unwatch(watcher)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import collections
+from bisect import bisect_left
 import errno
 import logging
 import os
@@ -18,13 +19,13 @@ from typing import Final
 
 from google.protobuf.message import DecodeError
 from mshare import __version__
-from mshare.errors import CODE_NUMBERS, code_name
+from mshare.errors import CODE_NUMBERS, ERRNO_CODES, code_name
 from mshare.v1 import resources_pb2, session_pb2
 
 from . import convert
 from .broker import Broker
-from .records import Handoff, SessionRecord
 from .errors import BrokerError
+from .records import Handoff, SessionRecord
 from .tree import Credentials
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,30 @@ BATCH: Final = 64
 ACCEPT_PAUSE: Final = 0.1
 
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+
+#: What a session request can be, as metrics label it.
+REQUEST_KINDS: Final = ("hello", "create", "attach", "detach", "invalid")
+#: Latency buckets of session requests in seconds: the hot paths take tens of microseconds.
+REQUEST_BUCKETS: Final = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 0.1, 1.0)
+
+#: One queued reply: the bytes, the SCM_RIGHTS ancillary data, and whether it hands off a memfd.
+Reply = tuple[bytes, list[tuple[int, int, bytes]], bool]
+
+
+class RequestStats:
+    """Session requests by kind and status code, with a latency histogram per kind (read by metrics)."""
+
+    def __init__(self) -> None:
+        codes = ("OK", "INTERNAL", *sorted(set(ERRNO_CODES.values())))
+        self.counts = {(kind, code): 0 for kind in REQUEST_KINDS for code in codes}
+        self.buckets = {kind: [0] * (len(REQUEST_BUCKETS) + 1) for kind in REQUEST_KINDS}
+        self.sums = dict.fromkeys(REQUEST_KINDS, 0.0)
+        self.handoffs = {"ok": 0, "failed": 0}
+
+    def record(self, kind: str, code: str, seconds: float) -> None:
+        self.counts[(kind, code)] = self.counts.get((kind, code), 0) + 1
+        self.buckets[kind][bisect_left(REQUEST_BUCKETS, seconds)] += 1
+        self.sums[kind] += seconds
 
 
 def peer_credentials(sock: socket.socket) -> Credentials:
@@ -89,14 +114,14 @@ def remove_stale_socket(path: Path) -> None:
 class Connection:
     """One client connection; replies are sent without blocking, queued when the client lags."""
 
-    __slots__ = ("sock", "fd", "creds", "session", "outbox", "lock", "closed")
+    __slots__ = ("closed", "creds", "fd", "lock", "outbox", "session", "sock")
 
     def __init__(self, sock: socket.socket, creds: Credentials) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.creds = creds
         self.session: SessionRecord | None = None
-        self.outbox: collections.deque[tuple[bytes, list[tuple[int, int, bytes]]]] = collections.deque()
+        self.outbox: collections.deque[Reply] = collections.deque()
         # Orders sends against teardown, so a queued fd is never sent after its region is freed.
         self.lock = threading.Lock()
         self.closed = False
@@ -121,7 +146,7 @@ class SessionServer:
         self._stopping = False
         self._accept_paused_until = 0.0
         self._thread: threading.Thread | None = None
-        self.handoffs = {"ok": 0, "failed": 0}
+        self.stats = RequestStats()
 
     # -- life -----------------------------------------------------------------------
 
@@ -250,7 +275,9 @@ class SessionServer:
     def _read(self, conn: Connection) -> None:
         for _ in range(BATCH):
             try:
-                data, ancillary, flags, _ = conn.sock.recvmsg(MAX_PACKET, _ANCILLARY, socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+                data, ancillary, flags, _ = conn.sock.recvmsg(
+                    MAX_PACKET, _ANCILLARY, socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT
+                )
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -263,7 +290,9 @@ class SessionServer:
                 self._close(conn)
                 return
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                self._reply_error(conn, 0, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors"))
+                self._reply_error(
+                    conn, 0, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors")
+                )
             else:
                 self._handle(conn, data)
             if conn.outbox or conn.closed:
@@ -278,13 +307,19 @@ class SessionServer:
             self._reply_error(conn, 0, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
             return
         request_id = request.request_id
+        kind = request.WhichOneof("body") or "invalid"
+        started = time.perf_counter()
+        code = "OK"
         try:
             self._serve(conn, request)
         except BrokerError as exc:
+            code = code_name(exc.errno)
             self._reply_error(conn, request_id, exc)
         except Exception:
-            log.exception("internal error serving session request %s", request.WhichOneof("body"))
+            code = "INTERNAL"
+            log.exception("internal error serving session request %s", kind)
             self._reply_error(conn, request_id, BrokerError(errno.EIO, "internal error; the broker's log has the details"))
+        self.stats.record(kind, code, time.perf_counter() - started)
         if conn.session is not None:
             conn.session.mark_seen(request_id)
 
@@ -309,8 +344,14 @@ class SessionServer:
         elif kind == "create":
             create = request.create
             _, created = self.broker.create_region(
-                session, create.namespace, create.path, create.size_bytes, create.mode, create.start,
-                convert.policy_from_proto(create.page_policy), attach=True,
+                session,
+                create.namespace,
+                create.path,
+                create.size_bytes,
+                create.mode,
+                create.start,
+                convert.policy_from_proto(create.page_policy),
+                attach=True,
             )
             if created is not None:
                 self._hand_off(conn, request.request_id, created)
@@ -347,8 +388,7 @@ class SessionServer:
     def _hand_off(self, conn: Connection, request_id: int, handoff: Handoff) -> None:
         response = session_pb2.SessionResponse(request_id=request_id)
         response.attach.descriptor.CopyFrom(convert.descriptor(handoff))
-        ok = self._send(conn, response, handoff.fd)
-        self.handoffs["ok" if ok else "failed"] += 1
+        self._send(conn, response, handoff.fd)
 
     def _reply_error(self, conn: Connection, request_id: int, exc: BrokerError) -> None:
         response = session_pb2.SessionResponse(request_id=request_id)
@@ -359,37 +399,49 @@ class SessionServer:
 
     # -- sending --------------------------------------------------------------------
 
-    def _send(self, conn: Connection, response: session_pb2.SessionResponse, fd: int) -> bool:
-        """Send now, or queue behind earlier replies; False if the client is gone."""
+    def _send(self, conn: Connection, response: session_pb2.SessionResponse, fd: int) -> None:
+        """Send now, or queue behind earlier replies; a handoff counts when its send succeeds or fails."""
         data = response.SerializeToString()
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())] if fd >= 0 else []
         with conn.lock:
             if conn.closed:
-                return False
+                self._handed_off(conn, fd >= 0, None)
+                return
             if not conn.outbox:
                 try:
                     conn.sock.sendmsg([data], ancillary, _SEND_FLAGS)
-                    return True
+                    self._handed_off(conn, fd >= 0, None)
+                    return
                 except BlockingIOError:
                     self._epoll.modify(conn.fd, select.EPOLLOUT | select.EPOLLRDHUP)
                 except OSError as exc:
-                    log.debug("session %s: send failed: %s", conn.session.id if conn.session else "-", exc)
-                    return False
-            conn.outbox.append((data, ancillary))
-            return True
+                    self._handed_off(conn, fd >= 0, exc)
+                    return
+            conn.outbox.append((data, ancillary, fd >= 0))
+
+    def _handed_off(self, conn: Connection, handoff: bool, error: OSError | None) -> None:
+        failed = error is not None or conn.closed
+        if handoff:
+            self.stats.handoffs["failed" if failed else "ok"] += 1
+        if failed:
+            reason = os.strerror(error.errno or 0) if error is not None else "the connection is closed"
+            log.warning("session %s: reply not delivered: %s", conn.session.id if conn.session else "-", reason)
 
     def _flush(self, conn: Connection) -> None:
         with conn.lock:
             while conn.outbox:
-                data, ancillary = conn.outbox[0]
+                data, ancillary, handoff = conn.outbox[0]
                 try:
                     conn.sock.sendmsg([data], ancillary, _SEND_FLAGS)
                 except BlockingIOError:
                     return
-                except OSError:
+                except OSError as exc:
+                    for _, _, queued in conn.outbox:
+                        self._handed_off(conn, queued, exc)
                     conn.outbox.clear()
                     break
                 conn.outbox.popleft()
+                self._handed_off(conn, handoff, None)
             if not conn.closed:
                 self._epoll.modify(conn.fd, select.EPOLLIN | select.EPOLLRDHUP)
         if not conn.closed:
@@ -400,6 +452,8 @@ class SessionServer:
             if conn.closed:
                 return
             conn.closed = True
+            for _, _, handoff in conn.outbox:
+                self._handed_off(conn, handoff, None)
             conn.outbox.clear()
         self._conns.pop(conn.fd, None)
         try:

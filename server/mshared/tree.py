@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Iterator
+from typing import Final
 
 from .errors import BrokerError
 
@@ -75,7 +76,7 @@ def check_slash(node: Node, path: str) -> None:
 class Node:
     """An inode of a namespace tree: what directories and regions share."""
 
-    __slots__ = ("id", "name", "parent", "mode", "uid", "gid", "created_ns")
+    __slots__ = ("created_ns", "gid", "id", "mode", "name", "parent", "uid")
 
     def __init__(self, node_id: int, mode: int, uid: int, gid: int) -> None:
         self.id = node_id
@@ -108,7 +109,7 @@ class Node:
 class Directory(Node):
     """A directory: children by name, plus names being created (reserved, not yet visible)."""
 
-    __slots__ = ("children", "pending", "is_root", "_sorted")
+    __slots__ = ("_sorted", "children", "is_root", "pending")
 
     def __init__(self, node_id: int, mode: int, uid: int, gid: int, *, is_root: bool = False) -> None:
         super().__init__(node_id, mode, uid, gid)

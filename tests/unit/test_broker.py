@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Final, Iterator
+from dataclasses import dataclass
+from typing import Final
 
 import pytest
-
 from mshared.broker import Broker, EntryView, Handoff, NamespaceSpec, SessionRecord
 from mshared.errors import BrokerError
-from mshared.regions import Access, AddressSpace, Backing, GiB, KiB, MiB, PagePolicy, Region, State
+from mshared.regions import Access, AddressSpace, GiB, KiB, MiB, PagePolicy, Region, State
 from mshared.tree import Credentials
 
-from .backing import Backings, MemBacking, fd_of
+from .backing import Backings, fd_of
 
 ALIGN: Final = 2 * MiB
 ARENA_START: Final = 64 * GiB
@@ -115,9 +115,7 @@ def test_create_reports_the_region(world: World, alice: SessionRecord) -> None:
 
 def test_the_factory_sees_the_final_geometry(world: World, alice: SessionRecord) -> None:
     seen: list[tuple[int, int, int, PagePolicy, str]] = []
-    world.backings.before = lambda region: seen.append(
-        (region.id, region.start, region.size, region.policy, region.namespace)
-    )
+    world.backings.before = lambda region: seen.append((region.id, region.start, region.size, region.policy, region.namespace))
     view = world.create(alice, "/r", 2 * ALIGN, start=LOW)
     assert seen == [(view.id, LOW, 2 * ALIGN, PagePolicy.SMALL, "default")]
 
@@ -178,9 +176,18 @@ def test_create_refuses_an_existing_name(world: World, alice: SessionRecord) -> 
         (ALIGN, MAX_ADDRESS, None),
     ],
     ids=[
-        "size-zero", "size-negative", "size-below-alignment", "size-misaligned", "start-misaligned",
-        "start-negative", "thp-unavailable", "hugetlb-2m-unavailable", "hugetlb-1g-unavailable",
-        "straddles-arena-start", "straddles-arena-end", "beyond-max-address",
+        "size-zero",
+        "size-negative",
+        "size-below-alignment",
+        "size-misaligned",
+        "start-misaligned",
+        "start-negative",
+        "thp-unavailable",
+        "hugetlb-2m-unavailable",
+        "hugetlb-1g-unavailable",
+        "straddles-arena-start",
+        "straddles-arena-end",
+        "beyond-max-address",
     ],
 )
 def test_create_refuses_bad_geometry_with_einval(
@@ -312,7 +319,12 @@ def test_attach_by_path_and_by_id(world: World, alice: SessionRecord) -> None:
     ro = world.broker.attach(bob, "default", "/r", 0, RO)
     rw = world.broker.attach(alice, "", "", view.id, RW)
     assert (ro.region_id, ro.namespace, ro.path, ro.start, ro.size, ro.access) == (
-        view.id, "default", "/r", view.start, view.size, RO,
+        view.id,
+        "default",
+        "/r",
+        view.start,
+        view.size,
+        RO,
     )
     assert (rw.region_id, rw.path, rw.access) == (view.id, "/r", RW)
     assert ro.fd == fd_of(view.id, RO) and rw.fd == fd_of(view.id, RW)
@@ -339,7 +351,14 @@ def test_attach_by_id_refuses_what_cannot_be_opened(world: World, alice: Session
     world.broker.unlink(ALICE, "default", "/gone")
     world.broker.unlink(ALICE, "default", "/held")
     root_id = world.broker.stat(ALICE, "default", "/").id
-    for region_id, namespace in ((gone.id, ""), (held.id, ""), (foreign.id, ""), (foreign.id, "default"), (10**9, ""), (root_id, "")):
+    for region_id, namespace in (
+        (gone.id, ""),
+        (held.id, ""),
+        (foreign.id, ""),
+        (foreign.id, "default"),
+        (10**9, ""),
+        (root_id, ""),
+    ):
         with refused(errno.ENOENT):
             world.broker.attach(alice, namespace, "", region_id, RO)
     with refused(errno.ENOENT):
@@ -357,7 +376,11 @@ def test_attach_count_is_per_region(world: World, alice: SessionRecord) -> None:
     counts = {view.path: view.attach_count for view in world.broker.regions_snapshot()}
     assert counts == {"/a": 3, "/b": 1, "/c": 0}
     sessions = {view.id: view for view in world.broker.sessions()}
-    assert (sessions[alice.id].creds, sessions[alice.id].namespace, sessions[alice.id].client_version) == (ALICE, "default", "test")
+    assert (sessions[alice.id].creds, sessions[alice.id].namespace, sessions[alice.id].client_version) == (
+        ALICE,
+        "default",
+        "test",
+    )
     assert [(a.path, a.access) for a in sessions[alice.id].attachments] == [("/a", RO), ("/a", RO)]
     assert sorted(a.path for a in sessions[bob.id].attachments) == ["/a", "/b"]
 

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final, Iterator
+from typing import Final
 
 import pytest
-
 from mshared.errors import BrokerError
 from mshared.regions import (
-    GiB,
-    KiB,
-    MiB,
     Access,
     AddressSpace,
     Attachment,
+    GiB,
+    KiB,
+    MiB,
     PagePolicy,
     Region,
     State,
@@ -339,7 +340,7 @@ def test_random_operations_match_a_model() -> None:
             space.release(start, live.pop(start))
             outcomes["released"] += 1
         ranges = sorted((start, start + size) for start, size in live.items())
-        assert all(end <= next_start for (_, end), (next_start, _) in zip(ranges, ranges[1:]))
+        assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(ranges))
         in_arena = sum(size for start, size in live.items() if ARENA_START <= start < arena_end)
         assert space.free_bytes + in_arena == arena_size
     assert all(count > 20 for count in outcomes.values()), outcomes

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Final, Iterator
+from dataclasses import dataclass
+from typing import Final
 
 import pytest
-
 from mshared.broker import MAX_ID, MAX_PAGE_SIZE, Broker, EntryView, NamespaceSpec, SessionRecord
 from mshared.errors import BrokerError
-from mshared.regions import Access, AddressSpace, Backing, GiB, MiB, PagePolicy, Region, State
+from mshared.regions import Access, AddressSpace, GiB, MiB, PagePolicy, State
 from mshared.tree import (
     NAME_MAX,
     PATH_MAX,

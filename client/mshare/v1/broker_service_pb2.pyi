@@ -1,11 +1,33 @@
 from mshare.v1 import resources_pb2 as _resources_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WatchEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_EVENT_KIND_UNSPECIFIED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_EXISTING: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_SYNCED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_CREATED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_RENAMED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_UNLINKED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_FREED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_ATTACHED: _ClassVar[WatchEventKind]
+    WATCH_EVENT_KIND_DETACHED: _ClassVar[WatchEventKind]
+WATCH_EVENT_KIND_UNSPECIFIED: WatchEventKind
+WATCH_EVENT_KIND_EXISTING: WatchEventKind
+WATCH_EVENT_KIND_SYNCED: WatchEventKind
+WATCH_EVENT_KIND_CREATED: WatchEventKind
+WATCH_EVENT_KIND_RENAMED: WatchEventKind
+WATCH_EVENT_KIND_UNLINKED: WatchEventKind
+WATCH_EVENT_KIND_FREED: WatchEventKind
+WATCH_EVENT_KIND_ATTACHED: WatchEventKind
+WATCH_EVENT_KIND_DETACHED: WatchEventKind
 
 class GetInfoRequest(_message.Message):
     __slots__ = ("namespace",)
@@ -224,3 +246,31 @@ class AttachmentInfo(_message.Message):
     path: str
     access: _resources_pb2.Access
     def __init__(self, id: _Optional[int] = ..., region_id: _Optional[int] = ..., namespace: _Optional[str] = ..., path: _Optional[str] = ..., access: _Optional[_Union[_resources_pb2.Access, str]] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("namespace", "path", "recursive")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    path: str
+    recursive: bool
+    def __init__(self, namespace: _Optional[str] = ..., path: _Optional[str] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("kind", "namespace", "path", "old_path", "entry", "session_id", "access")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OLD_PATH_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    kind: WatchEventKind
+    namespace: str
+    path: str
+    old_path: str
+    entry: _resources_pb2.Entry
+    session_id: int
+    access: _resources_pb2.Access
+    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., namespace: _Optional[str] = ..., path: _Optional[str] = ..., old_path: _Optional[str] = ..., entry: _Optional[_Union[_resources_pb2.Entry, _Mapping]] = ..., session_id: _Optional[int] = ..., access: _Optional[_Union[_resources_pb2.Access, str]] = ...) -> None: ...

@@ -99,6 +99,11 @@ class BrokerServiceStub:
                 request_serializer=mshare_dot_v1_dot_broker__service__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=mshare_dot_v1_dot_broker__service__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/mshare.v1.BrokerService/Watch',
+                request_serializer=mshare_dot_v1_dot_broker__service__pb2.WatchRequest.SerializeToString,
+                response_deserializer=mshare_dot_v1_dot_broker__service__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -194,6 +199,16 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """The events under a path, in order: first one EXISTING event per entry
+        there now, then SYNCED, then live events. The stream ends when the
+        session or the broker does; a watcher that falls too far behind is
+        dropped with RESOURCE_EXHAUSTED (reason ENOBUFS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +271,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=mshare_dot_v1_dot_broker__service__pb2.ListSessionsRequest.FromString,
                     response_serializer=mshare_dot_v1_dot_broker__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=mshare_dot_v1_dot_broker__service__pb2.WatchRequest.FromString,
+                    response_serializer=mshare_dot_v1_dot_broker__service__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +607,33 @@ class BrokerService:
             '/mshare.v1.BrokerService/ListSessions',
             mshare_dot_v1_dot_broker__service__pb2.ListSessionsRequest.SerializeToString,
             mshare_dot_v1_dot_broker__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mshare.v1.BrokerService/Watch',
+            mshare_dot_v1_dot_broker__service__pb2.WatchRequest.SerializeToString,
+            mshare_dot_v1_dot_broker__service__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
