@@ -16,12 +16,11 @@ import os
 import sys
 
 import grpc
-import grpc._channel  # noqa: F401  (imported lazily by insecure_channel; unreadable after the drop)
+import grpc._channel
 import grpc._interceptor  # noqa: F401
 import grpc_status.rpc_status  # noqa: F401
-
 import mshare
-import mshare.client  # noqa: F401
+import mshare.client
 
 
 def drop(uid: int, gid: int, groups: list[int]) -> None:

@@ -25,6 +25,7 @@ ALERTS = (
     "MshareRegionCapacityLow",
     "MshareArenaNearlyFull",
     "MshareRpcErrors",
+    "MshareSessionErrors",
 )
 METRIC_NAME = re.compile(r"\bmshare_[a-z0-9_]*[a-z0-9]")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

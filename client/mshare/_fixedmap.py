@@ -53,7 +53,9 @@ def _noreplace(start: int, size: int, prot: int, flags: int, fd: int) -> None:
         addr = _call_mmap(start, size, prot, flags | MAP_FIXED_NOREPLACE, fd)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
-            raise OSError(errno.EADDRINUSE, f"address range {start:#x}-{start + size:#x} is already in use in this process") from None
+            raise OSError(
+                errno.EADDRINUSE, f"address range {start:#x}-{start + size:#x} is already in use in this process"
+            ) from None
         raise
     if addr != start:
         _munmap(addr, size)

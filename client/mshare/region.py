@@ -191,7 +191,15 @@ class Region:
     _view: memoryview | None = None
 
     def __init__(
-        self, namespace: Namespace, mapping: Mapping, *, region_id: int, attachment_id: int, path: str, page_size: str, readonly: bool
+        self,
+        namespace: Namespace,
+        mapping: Mapping,
+        *,
+        region_id: int,
+        attachment_id: int,
+        path: str,
+        page_size: str,
+        readonly: bool,
     ) -> None:
         self._namespace = namespace
         self._pid = os.getpid()
