@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import json
 import os
 import signal
 import socket
@@ -241,3 +242,29 @@ def test_a_client_that_never_reads_does_not_stall_others(broker: BrokerProcess) 
 def test_unix_socket_peer_without_hello_holds_nothing(broker: BrokerProcess) -> None:
     with raw_session(broker), mshare.connect(run_dir=broker.run_dir) as ns:
         assert len(ns.sessions()) == 1
+
+
+def test_json_logs_one_line_per_lifecycle_event(start_broker: Callable[..., BrokerProcess]) -> None:
+    broker = start_broker("--log-format", "json", "--log-level", "info")
+    with broker.connect() as ns:
+        region = ns.create("/logged", size=2 * MiB)
+        ns.open("/logged", readonly=True).close()
+        ns.unlink("/logged")
+        region.close()
+        session_id = ns.session_id
+    assert wait_for(lambda: f"session {session_id} closed" in broker.log())
+    records = [json.loads(line) for line in broker.log().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+    messages = [record["message"] for record in records]
+    expected = [
+        f"session {session_id} opened: uid {os.getuid()} gid {os.getgid()} pid {os.getpid()}",
+        "region created: default:/logged id",
+        "size 2097152",
+        "region attached: default:/logged size 2097152",
+        "region unlinked: default:/logged",
+        "region freed: default:/logged",
+        f"session {session_id} closed: uid {os.getuid()} pid {os.getpid()}",
+    ]
+    for fragment in expected:
+        assert any(fragment in message for message in messages), fragment
+    assert not any("Traceback" in message or "traceback" in record for record, message in zip(records, messages, strict=True))

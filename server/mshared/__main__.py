@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from collections.abc import Sequence
@@ -27,13 +29,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(level: str, fmt: str) -> None:
+class DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread unformatted: the session loop pays for a queue put, not for I/O."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def setup_logging(level: str, fmt: str) -> logging.handlers.QueueListener:
+    """Log lines go to stderr from a thread of their own; returns it for stopping at exit."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    logging.basicConfig(level=level.upper(), handlers=[DeferredQueueHandler(records)], force=True)
+    listener.start()
+    return listener
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,16 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mshared: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level, config.log_format)
-    daemon = Daemon(config)
+    listener = setup_logging(config.log_level, config.log_format)
     try:
-        daemon.run()
+        Daemon(config).run()
     except AlreadyRunning as exc:
         logging.getLogger("mshared").error("%s", exc)
         return 1
     except OSError as exc:
         logging.getLogger("mshared").error("cannot start: %s", exc)
         return 1
+    finally:
+        listener.stop()
     return 0
 
 

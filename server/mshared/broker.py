@@ -32,7 +32,7 @@ from .tree import (
     require_sticky,
     split_path,
 )
-from .watch import Event, EventKind, Watcher
+from .watch import QUEUE_LIMIT, Event, EventKind, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class Broker:
         self.freed_total = {name: 0 for name in self._namespaces}
         self.sessions_reclaimed_total = 0
         self.address_conflicts_total = 0
+        self.watches_dropped_total = 0
 
     # -- namespaces -----------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class Broker:
             if session.closed:
                 raise BrokerError(errno.ENOENT, "the session has ended")
             handoff = self._attach_locked(session, node, access, path)
-        log.debug("region attached: %s:%s by session %d (%s)", ns.name, path, session.id, access.value)
+        log.info("region attached: %s:%s size %d by session %d (%s)", ns.name, path, node.size, session.id, access.value)
         return handoff
 
     def detach(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
@@ -491,6 +492,9 @@ class Broker:
     def region_count(self) -> int:
         return len(self._regions)
 
+    def watch_count(self) -> int:
+        return len(self._watchers)
+
     def stats(self) -> BrokerStats:
         """Gauges and counters, read from the live state (metrics never drift from it).
 
@@ -629,7 +633,11 @@ class Broker:
                 old is not None and watcher.wants(namespace, old[0], old[1], node.uid)
             ):
                 entry = entry or self._view(node, namespace)
-                watcher.push(Event(kind, namespace, path, entry, old[0] if old else "", session_id, access))
+                if watcher.push(Event(kind, namespace, path, entry, old[0] if old else "", session_id, access)):
+                    self.watches_dropped_total += 1
+                    log.warning(
+                        "watch %d of session %d dropped: more than %d events behind", watcher.id, watcher.session_id, QUEUE_LIMIT
+                    )
 
     def _attachment_view(self, attachment: Attachment) -> AttachmentView:
         region = attachment.region

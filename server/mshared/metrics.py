@@ -114,11 +114,16 @@ class BrokerCollector(Collector):
             "Creates refused because a named start overlapped a region.",
             value=broker.address_conflicts_total,
         )
+        yield GaugeMetricFamily("mshare_watches", "Open watch streams.", value=broker.watch_count())
+        yield CounterMetricFamily(
+            "mshare_watches_dropped", "Watch streams dropped for falling too far behind.", value=broker.watches_dropped_total
+        )
         space = broker.space
         yield GaugeMetricFamily("mshare_arena_bytes", "Size of the address arena.", value=space.arena_size)
         yield GaugeMetricFamily("mshare_arena_free_bytes", "Free bytes of the address arena.", value=space.free_bytes)
         yield GaugeMetricFamily(
-            "mshare_arena_largest_free_bytes", "The largest free gap of the arena: no bigger region fits.",
+            "mshare_arena_largest_free_bytes",
+            "The largest free gap of the arena: no bigger region fits.",
             value=space.largest_free,
         )
         yield GaugeMetricFamily(

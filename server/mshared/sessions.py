@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import array
 import collections
-from bisect import bisect_left
 import errno
 import logging
 import os
@@ -14,6 +13,7 @@ import stat
 import struct
 import threading
 import time
+from bisect import bisect_left
 from pathlib import Path
 from typing import Final
 

@@ -93,18 +93,23 @@ class Watcher:
             return False
         return all(permits(d, self.creds, X_OK) for d in parent.ancestors())
 
-    def push(self, event: Event, *, snapshot: bool = False) -> None:
-        """Queue an event; past the limit the watcher is dropped (the snapshot is exempt)."""
+    def push(self, event: Event, *, snapshot: bool = False) -> bool:
+        """Queue an event; past the limit the watcher is dropped (the snapshot is exempt).
+
+        Returns True when this push dropped the watcher.
+        """
         with self._cond:
             if self.closed:
-                return
-            if len(self._queue) >= self._limit and not snapshot:
+                return False
+            dropped = len(self._queue) >= self._limit and not snapshot
+            if dropped:
                 self.overflowed = True
                 self.closed = True
                 self._queue.clear()
             else:
                 self._queue.append(event)
             self._cond.notify()
+            return dropped
 
     def pop(self, timeout: float) -> Event | None:
         """The next event; None on timeout or once closed and drained; Overflow if dropped."""
