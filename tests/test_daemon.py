@@ -268,3 +268,16 @@ def test_json_logs_one_line_per_lifecycle_event(start_broker: Callable[..., Brok
     for fragment in expected:
         assert any(fragment in message for message in messages), fragment
     assert not any("Traceback" in message or "traceback" in record for record, message in zip(records, messages, strict=True))
+
+
+def test_systemd_notify_ready_and_stopping(start_broker: Callable[..., BrokerProcess], run_dir: Path) -> None:
+    address = str(run_dir.parent / f"{run_dir.name}.notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(10)
+        broker = start_broker(env={"NOTIFY_SOCKET": address})
+        ready = notify.recv(4096).decode().splitlines()
+        assert "READY=1" in ready and f"MAINPID={broker.pid}" in ready
+        broker.stop(signal.SIGTERM)
+        assert "STOPPING=1" in notify.recv(4096).decode().splitlines()
+    os.unlink(address)

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 from .client import Namespace, Watch, connect
 from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError
-from .records import Attachment, Event, Info, SessionInfo, Stat
+from .records import Attachment, Event, HugePages, Info, SessionInfo, Stat
 from .region import PAGE_SIZES, Region
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "BrokerUnavailableError",
     "Event",
     "ForkedError",
+    "HugePages",
     "Info",
     "Namespace",
     "ProtocolError",

@@ -18,7 +18,19 @@ from grpc_status import rpc_status
 from . import __version__
 from ._session import Session, close_all
 from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError, os_error
-from .records import ACCESS_NAMES, POLICY_NAMES, POLICY_NUMBERS, Attachment, Event, Info, SessionInfo, Stat, event_of, stat_of
+from .records import (
+    ACCESS_NAMES,
+    POLICY_NAMES,
+    POLICY_NUMBERS,
+    Attachment,
+    Event,
+    HugePages,
+    Info,
+    SessionInfo,
+    Stat,
+    event_of,
+    stat_of,
+)
 from .region import MAPPINGS, PAGE_SIZES, Region
 from .v1 import broker_service_pb2 as pb
 from .v1 import broker_service_pb2_grpc, resources_pb2, session_pb2
@@ -26,6 +38,7 @@ from .v1 import broker_service_pb2_grpc, resources_pb2, session_pb2
 __all__ = [
     "Attachment",
     "Event",
+    "HugePages",
     "Info",
     "Namespace",
     "SessionInfo",
@@ -221,7 +234,13 @@ class Namespace:
                 close_all(fds)
                 raise ProtocolError(errno.EPROTO, f"expected one memfd with the region, got {len(fds)}")
             mapping = MAPPINGS.acquire(
-                (self._broker_key, self.epoch, desc.region_id), desc.start, desc.size_bytes, fds[0], not readonly, desc.path
+                (self._broker_key, self.epoch, desc.region_id),
+                desc.start,
+                desc.size_bytes,
+                fds[0],
+                not readonly,
+                desc.path,
+                thp=desc.page_policy == resources_pb2.PAGE_POLICY_THP,
             )
         except BaseException:
             session.send_oneway(self._detach_request([desc.attachment_id]))
@@ -378,6 +397,11 @@ class Namespace:
             broker_version=reply.broker_version,
             epoch=reply.epoch,
             region_capacity=reply.region_capacity,
+            huge_pages=tuple(
+                HugePages(POLICY_NAMES.get(p.page_policy, "?"), p.page_size_bytes, p.total_pages, p.free_pages, p.reserved_pages)
+                for p in reply.huge_page_pools
+            ),
+            thp=reply.thp_shmem_enabled,
         )
 
     def watch(self, path: str, recursive: bool = False) -> Watch:

@@ -44,6 +44,8 @@ class Stat:
     state: str | None  # "ACTIVE" or "UNLINKED"; None for directories
     namespace: str
     created: float  # seconds since the epoch
+    pagetable_bytes: int = 0  # estimated page-table bytes its attachers need (docs/design.md)
+    pagetable_bytes_4k: int = 0  # the same estimate had it 4 KiB pages
 
     @property
     def name(self) -> str:
@@ -64,8 +66,19 @@ class Stat:
 
 
 @dataclass(frozen=True, slots=True)
+class HugePages:
+    """One hugetlb pool of the broker's machine."""
+
+    page_size: str  # "hugetlb-2m" or "hugetlb-1g"
+    page_bytes: int
+    total: int
+    free: int
+    reserved: int  # free pages already promised to existing mappings
+
+
+@dataclass(frozen=True, slots=True)
 class Info:
-    """mshare_info: the namespace's alignment and the broker's arena and page sizes."""
+    """mshare_info: the namespace's alignment, the broker's arena, and the page sizes it can back."""
 
     alignment: int
     arena_start: int
@@ -76,6 +89,8 @@ class Info:
     broker_version: str
     epoch: int
     region_capacity: int
+    huge_pages: tuple[HugePages, ...] = ()
+    thp: str = ""  # shmem_enabled; thp regions get huge pages under always, within_size, advise, force
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +133,8 @@ def stat_of(entry: resources_pb2.Entry) -> Stat:
         state=None if is_dir else _STATES.get(entry.state),
         namespace=entry.namespace,
         created=entry.create_time.ToNanoseconds() / 1e9,
+        pagetable_bytes=entry.pagetable_bytes,
+        pagetable_bytes_4k=entry.pagetable_bytes_4k,
     )
 
 

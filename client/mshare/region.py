@@ -35,7 +35,9 @@ class Mapping:
 
     _fd = -1
 
-    def __init__(self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, in_arena: bool) -> None:
+    def __init__(
+        self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, in_arena: bool, thp: bool
+    ) -> None:
         self.key = key
         self.start = start
         self.size = size
@@ -43,6 +45,11 @@ class Mapping:
         self.in_arena = in_arena
         self.handles = 0
         _fixedmap.map_shared(start, size, fd, writable, over_reservation=in_arena)
+        if thp:
+            try:
+                _fixedmap.advise_hugepage(start, size)
+            except OSError:
+                pass  # a kernel without THP: the region works with 4 KiB pages
         self._fd = fd
 
     def fileno(self) -> int:
@@ -124,7 +131,9 @@ class MappingTable:
                     path,
                 )
 
-    def acquire(self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, path: str) -> Mapping:
+    def acquire(
+        self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, path: str, thp: bool = False
+    ) -> Mapping:
         """The mapping for key, made now or shared; takes ownership of fd either way.
 
         Raises EBUSY when a read-write handle is asked of a region this process
@@ -139,7 +148,7 @@ class MappingTable:
             else:
                 try:
                     self._check_free(start, size, path)
-                    mapping = Mapping(key, start, size, fd, writable, self._in_arena(start, size))
+                    mapping = Mapping(key, start, size, fd, writable, self._in_arena(start, size), thp)
                 except BaseException:
                     os.close(fd)
                     raise

@@ -9,6 +9,7 @@ from mshare.v1 import broker_service_pb2, resources_pb2
 
 from .broker import Broker, Namespace
 from .errors import BrokerError
+from .pages import HugePagePool
 from .records import EntryView, Handoff
 from .regions import Access, PagePolicy, State
 from .tree import Credentials
@@ -69,6 +70,16 @@ def namespace_info(ns: Namespace, broker: Broker) -> resources_pb2.NamespaceInfo
     )
 
 
+def huge_page_pool(pool: HugePagePool) -> resources_pb2.HugePagePool:
+    return resources_pb2.HugePagePool(
+        page_policy=_POLICIES[pool.policy],
+        page_size_bytes=pool.page_bytes,
+        total_pages=pool.total,
+        free_pages=pool.free,
+        reserved_pages=pool.reserved,
+    )
+
+
 def descriptor(handoff: Handoff) -> resources_pb2.RegionDescriptor:
     return resources_pb2.RegionDescriptor(
         region_id=handoff.region_id,
@@ -94,6 +105,8 @@ def entry(view: EntryView) -> resources_pb2.Entry:
         uid=view.uid,
         gid=view.gid,
         attach_count=view.attach_count,
+        pagetable_bytes=view.pagetable_bytes,
+        pagetable_bytes_4k=view.pagetable_bytes_4k,
     )
     if view.policy is not None:
         message.page_policy = _POLICIES[view.policy]

@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -19,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from mshare.v1 import broker_service_pb2, broker_service_pb2_grpc
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
+from . import pages
 from .broker import MAX_WATCHES, Broker
 from .config import Config
 from .memfd import MemFd, memfd_name
@@ -79,7 +81,31 @@ class RunDirLock:
             os.close(fd)
 
 
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify) about our state, if it asked: a datagram to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError as exc:
+            log.warning("cannot notify systemd at %s: %s", address, exc)
+            return False
+    return True
+
+
 def make_backing(region: Region, path: str) -> MemFd:
+    if region.policy is PagePolicy.THP and not pages.thp_allowed():
+        log.warning(
+            "region %s:%s asks for thp, but shmem_enabled is %s: it gets 4 KiB pages until "
+            "/sys/kernel/mm/transparent_hugepage/shmem_enabled allows advise",
+            region.namespace,
+            path,
+            pages.thp_setting(),
+        )
     return MemFd(memfd_name(region.namespace, path), region.size, region.policy)
 
 
@@ -90,7 +116,7 @@ class Daemon:
         self.config = config
         self.fd_limit = raise_fd_limit()
         space = AddressSpace(config.arena_start, config.arena_size, config.min_address, config.max_address)
-        self.broker = Broker(config.namespaces, space, make_backing, policies=(PagePolicy.SMALL,))
+        self.broker = Broker(config.namespaces, space, make_backing, policies=pages.supported_policies())
         self.sessions = SessionServer(self.broker, config.session_socket)
         self.health = health.HealthServicer()
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series add nothing here
@@ -124,13 +150,16 @@ class Daemon:
         self._grpc.start()
         for status_name in ("", SERVICE_NAME):
             self.health.set(status_name, health_pb2.HealthCheckResponse.SERVING)
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving {config.run_dir}")
         log.info(
-            "mshared serving %s: arena %#x+%#x, namespaces %s, fd limit %d",
+            "mshared serving %s: arena %#x+%#x, namespaces %s, fd limit %d, page policies %s, shmem thp %s",
             config.run_dir,
             config.arena_start,
             config.arena_size,
             ", ".join(ns.name for ns in config.namespaces),
             self.fd_limit,
+            ", ".join(p.value for p in PagePolicy if p in self.broker.policies),
+            pages.thp_setting(),
         )
 
     def _bind_grpc(self) -> grpc.Server:
@@ -177,6 +206,7 @@ class Daemon:
     def drain(self) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish within the grace period, clean up."""
         log.info("mshared draining: grace %.1fs", self.config.grace)
+        sd_notify("STOPPING=1")
         self.health.enter_graceful_shutdown()
         self.sessions.stop_accepting()
         self.broker.close_watches()

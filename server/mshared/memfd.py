@@ -8,6 +8,7 @@ import os
 from typing import Final
 
 from .errors import BrokerError
+from .pages import pool, shortage_message
 from .regions import Access, PagePolicy
 
 #: MFD_NOEXEC_SEAL (Linux 6.3): the memfd can never be made executable. Not in
@@ -63,6 +64,11 @@ class MemFd:
     def __init__(self, name: str, size: int, policy: PagePolicy) -> None:
         self.size = size
         self._preallocated = bool(policy.huge_page_bytes)
+        if self._preallocated:
+            found = pool(policy)
+            if found is None or found.available * found.page_bytes < size:
+                # Refuse before fallocate takes (and gives back) pages other creates may be waiting for.
+                raise BrokerError(errno.ENOMEM, f"not enough {policy.value} pages: {shortage_message(policy, size)}")
         try:
             self._fd = _memfd_create(name, _HUGETLB_FLAGS.get(policy, 0))
         except OSError as exc:
@@ -75,6 +81,8 @@ class MemFd:
             fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, SEALS)
         except OSError as exc:
             self.close()
+            if policy.huge_page_bytes and exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                raise BrokerError(errno.ENOMEM, f"not enough {policy.value} pages: {shortage_message(policy, size)}") from None
             raise BrokerError.from_os_error(exc, f"cannot back {size} bytes with {policy.value} pages") from None
 
     def fileno(self) -> int:

@@ -6,7 +6,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 
-from .regions import Access, Attachment, PagePolicy, State
+from .regions import Access, Attachment, PagePolicy, State, pagetable_bytes
 from .tree import Credentials
 
 
@@ -27,6 +27,16 @@ class EntryView:
     attach_count: int
     state: State | None
     created_ns: int
+
+    @property
+    def pagetable_bytes(self) -> int:
+        """Estimated page-table bytes its attachers need with its page policy (0 for directories)."""
+        return pagetable_bytes(self.policy, self.start, self.size, self.attach_count) if self.policy else 0
+
+    @property
+    def pagetable_bytes_4k(self) -> int:
+        """The same estimate with 4 KiB pages."""
+        return pagetable_bytes(PagePolicy.SMALL, self.start, self.size, self.attach_count) if self.policy else 0
 
 
 @dataclass(frozen=True, slots=True)

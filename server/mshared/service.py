@@ -17,7 +17,7 @@ from mshare.errors import CODE_NUMBERS, ERROR_DOMAIN, code_name
 from mshare.v1 import broker_service_pb2 as pb
 from mshare.v1 import broker_service_pb2_grpc
 
-from . import convert
+from . import convert, pages
 from .broker import Broker
 from .errors import BrokerError
 from .records import SessionRecord
@@ -123,6 +123,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             broker_version=__version__,
             epoch=self.broker.epoch,
             region_capacity=self._region_capacity(),
+            huge_page_pools=[convert.huge_page_pool(p) for p in pages.pools()],
+            thp_shmem_enabled=pages.thp_setting(),
         )
 
     @_rpc

@@ -14,6 +14,8 @@ import struct
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -55,6 +57,12 @@ REQUEST_KINDS: Final = ("hello", "create", "attach", "detach", "invalid")
 #: Latency buckets of session requests in seconds: the hot paths take tens of microseconds.
 REQUEST_BUCKETS: Final = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 0.1, 1.0)
 
+#: Threads that create hugetlb regions (whose fallocate can take seconds) off the session loop.
+CREATE_WORKERS: Final = 2
+
+#: Serves one request on a connection.
+Serve = Callable[["Connection", session_pb2.SessionRequest], None]
+
 #: One queued reply: the bytes, the SCM_RIGHTS ancillary data, and whether it hands off a memfd.
 Reply = tuple[bytes, list[tuple[int, int, bytes]], bool]
 
@@ -68,11 +76,18 @@ class RequestStats:
         self.buckets = {kind: [0] * (len(REQUEST_BUCKETS) + 1) for kind in REQUEST_KINDS}
         self.sums = dict.fromkeys(REQUEST_KINDS, 0.0)
         self.handoffs = {"ok": 0, "failed": 0}
+        # The session loop and the create workers both record.
+        self._lock = threading.Lock()
 
     def record(self, kind: str, code: str, seconds: float) -> None:
-        self.counts[(kind, code)] = self.counts.get((kind, code), 0) + 1
-        self.buckets[kind][bisect_left(REQUEST_BUCKETS, seconds)] += 1
-        self.sums[kind] += seconds
+        with self._lock:
+            self.counts[(kind, code)] = self.counts.get((kind, code), 0) + 1
+            self.buckets[kind][bisect_left(REQUEST_BUCKETS, seconds)] += 1
+            self.sums[kind] += seconds
+
+    def handoff(self, ok: bool) -> None:
+        with self._lock:
+            self.handoffs["ok" if ok else "failed"] += 1
 
 
 def peer_credentials(sock: socket.socket) -> Credentials:
@@ -146,6 +161,7 @@ class SessionServer:
         self._stopping = False
         self._accept_paused_until = 0.0
         self._thread: threading.Thread | None = None
+        self._workers = ThreadPoolExecutor(CREATE_WORKERS, thread_name_prefix="mshare-create")
         self.stats = RequestStats()
 
     # -- life -----------------------------------------------------------------------
@@ -185,6 +201,7 @@ class SessionServer:
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._workers.shutdown(wait=True, cancel_futures=True)
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._epoll.close()
@@ -306,22 +323,42 @@ class SessionServer:
         except DecodeError:
             self._reply_error(conn, 0, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
             return
-        request_id = request.request_id
+        if self._is_slow(conn, request):
+            self._workers.submit(self._answer, conn, request, self._create)
+        else:
+            self._answer(conn, request, self._serve)
+        if conn.session is not None:
+            conn.session.mark_seen(request.request_id)
+
+    def _answer(self, conn: Connection, request: session_pb2.SessionRequest, serve: Serve) -> None:
+        """Serve one request; every failure becomes an error reply, and the outcome a statistic."""
         kind = request.WhichOneof("body") or "invalid"
         started = time.perf_counter()
         code = "OK"
         try:
-            self._serve(conn, request)
+            serve(conn, request)
         except BrokerError as exc:
             code = code_name(exc.errno)
-            self._reply_error(conn, request_id, exc)
+            self._reply_error(conn, request.request_id, exc)
         except Exception:
             code = "INTERNAL"
             log.exception("internal error serving session request %s", kind)
-            self._reply_error(conn, request_id, BrokerError(errno.EIO, "internal error; the broker's log has the details"))
+            self._reply_error(
+                conn, request.request_id, BrokerError(errno.EIO, "internal error; the broker's log has the details")
+            )
         self.stats.record(kind, code, time.perf_counter() - started)
-        if conn.session is not None:
-            conn.session.mark_seen(request_id)
+
+    def _is_slow(self, conn: Connection, request: session_pb2.SessionRequest) -> bool:
+        """A hugetlb create fallocates the whole region (seconds for many GiB): it runs on a worker."""
+        if conn.session is None or request.WhichOneof("body") != "create":
+            return False
+        try:
+            policy = convert.policy_from_proto(request.create.page_policy)
+            if policy is None:
+                policy = self.broker.namespace(request.create.namespace or conn.session.namespace).default_policy
+        except BrokerError:
+            return False  # refused at once, inline
+        return policy.huge_page_bytes > 0
 
     def _serve(self, conn: Connection, request: session_pb2.SessionRequest) -> None:
         kind = request.WhichOneof("body")
@@ -342,21 +379,25 @@ class SessionServer:
             )
             self._hand_off(conn, request.request_id, handoff)
         elif kind == "create":
-            create = request.create
-            _, created = self.broker.create_region(
-                session,
-                create.namespace,
-                create.path,
-                create.size_bytes,
-                create.mode,
-                create.start,
-                convert.policy_from_proto(create.page_policy),
-                attach=True,
-            )
-            if created is not None:
-                self._hand_off(conn, request.request_id, created)
+            self._create(conn, request)
         else:
             raise BrokerError(errno.EINVAL, "empty or unknown request")
+
+    def _create(self, conn: Connection, request: session_pb2.SessionRequest) -> None:
+        create, session = request.create, conn.session
+        assert session is not None
+        _, created = self.broker.create_region(
+            session,
+            create.namespace,
+            create.path,
+            create.size_bytes,
+            create.mode,
+            create.start,
+            convert.policy_from_proto(create.page_policy),
+            attach=True,
+        )
+        if created is not None:
+            self._hand_off(conn, request.request_id, created)
 
     def _hello(self, conn: Connection, request_id: int, hello: session_pb2.HelloRequest) -> None:
         if conn.session is not None:
@@ -422,7 +463,7 @@ class SessionServer:
     def _handed_off(self, conn: Connection, handoff: bool, error: OSError | None) -> None:
         failed = error is not None or conn.closed
         if handoff:
-            self.stats.handoffs["failed" if failed else "ok"] += 1
+            self.stats.handoff(not failed)
         if failed:
             reason = os.strerror(error.errno or 0) if error is not None else "the connection is closed"
             log.warning("session %s: reply not delivered: %s", conn.session.id if conn.session else "-", reason)

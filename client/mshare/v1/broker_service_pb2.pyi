@@ -36,16 +36,20 @@ class GetInfoRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("namespace", "broker_version", "epoch", "region_capacity")
+    __slots__ = ("namespace", "broker_version", "epoch", "region_capacity", "huge_page_pools", "thp_shmem_enabled")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     BROKER_VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     REGION_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    HUGE_PAGE_POOLS_FIELD_NUMBER: _ClassVar[int]
+    THP_SHMEM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     namespace: _resources_pb2.NamespaceInfo
     broker_version: str
     epoch: int
     region_capacity: int
-    def __init__(self, namespace: _Optional[_Union[_resources_pb2.NamespaceInfo, _Mapping]] = ..., broker_version: _Optional[str] = ..., epoch: _Optional[int] = ..., region_capacity: _Optional[int] = ...) -> None: ...
+    huge_page_pools: _containers.RepeatedCompositeFieldContainer[_resources_pb2.HugePagePool]
+    thp_shmem_enabled: str
+    def __init__(self, namespace: _Optional[_Union[_resources_pb2.NamespaceInfo, _Mapping]] = ..., broker_version: _Optional[str] = ..., epoch: _Optional[int] = ..., region_capacity: _Optional[int] = ..., huge_page_pools: _Optional[_Iterable[_Union[_resources_pb2.HugePagePool, _Mapping]]] = ..., thp_shmem_enabled: _Optional[str] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
     __slots__ = ()

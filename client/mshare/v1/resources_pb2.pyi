@@ -91,7 +91,7 @@ class NamespaceInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., alignment_bytes: _Optional[int] = ..., arena_start: _Optional[int] = ..., arena_size_bytes: _Optional[int] = ..., default_page_policy: _Optional[_Union[PagePolicy, str]] = ..., page_policies: _Optional[_Iterable[_Union[PagePolicy, str]]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("id", "namespace", "path", "kind", "start", "size_bytes", "mode", "uid", "gid", "page_policy", "attach_count", "state", "create_time")
+    __slots__ = ("id", "namespace", "path", "kind", "start", "size_bytes", "mode", "uid", "gid", "page_policy", "attach_count", "state", "create_time", "pagetable_bytes", "pagetable_bytes_4k")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,8 @@ class Entry(_message.Message):
     ATTACH_COUNT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGETABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAGETABLE_BYTES_4K_FIELD_NUMBER: _ClassVar[int]
     id: int
     namespace: str
     path: str
@@ -118,7 +120,23 @@ class Entry(_message.Message):
     attach_count: int
     state: RegionState
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., namespace: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., start: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., page_policy: _Optional[_Union[PagePolicy, str]] = ..., attach_count: _Optional[int] = ..., state: _Optional[_Union[RegionState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    pagetable_bytes: int
+    pagetable_bytes_4k: int
+    def __init__(self, id: _Optional[int] = ..., namespace: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., start: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., page_policy: _Optional[_Union[PagePolicy, str]] = ..., attach_count: _Optional[int] = ..., state: _Optional[_Union[RegionState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pagetable_bytes: _Optional[int] = ..., pagetable_bytes_4k: _Optional[int] = ...) -> None: ...
+
+class HugePagePool(_message.Message):
+    __slots__ = ("page_policy", "page_size_bytes", "total_pages", "free_pages", "reserved_pages")
+    PAGE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PAGES_FIELD_NUMBER: _ClassVar[int]
+    FREE_PAGES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_PAGES_FIELD_NUMBER: _ClassVar[int]
+    page_policy: PagePolicy
+    page_size_bytes: int
+    total_pages: int
+    free_pages: int
+    reserved_pages: int
+    def __init__(self, page_policy: _Optional[_Union[PagePolicy, str]] = ..., page_size_bytes: _Optional[int] = ..., total_pages: _Optional[int] = ..., free_pages: _Optional[int] = ..., reserved_pages: _Optional[int] = ...) -> None: ...
 
 class RegionDescriptor(_message.Message):
     __slots__ = ("region_id", "attachment_id", "namespace", "path", "start", "size_bytes", "page_policy", "access")
