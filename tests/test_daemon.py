@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import mshare
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import mshare
 from mshare.v1 import resources_pb2, session_pb2
 
 from .conftest import VENV_BIN, BrokerProcess, wait_for
@@ -245,7 +246,7 @@ def test_unix_socket_peer_without_hello_holds_nothing(broker: BrokerProcess) -> 
 
 
 def test_json_logs_one_line_per_lifecycle_event(start_broker: Callable[..., BrokerProcess]) -> None:
-    broker = start_broker("--log-format", "json", "--log-level", "info")
+    broker = start_broker("--log-format", "json", "--log-level", "debug")
     with broker.connect() as ns:
         region = ns.create("/logged", size=2 * MiB)
         ns.open("/logged", readonly=True).close()

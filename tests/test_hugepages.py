@@ -85,7 +85,10 @@ def test_hugetlb_region_written_and_read_by_several_processes(
     with ns.create("/huge", size=4 * HUGE, page_size="hugetlb-2m", mode=0o666) as region:
         assert region.start % GiB == 0  # placed on a 1 GiB boundary
         assert region.page_size == "hugetlb-2m" and ns.stat("/huge").page_size == "hugetlb-2m"
-        code = "import mshare, sys\ni = int(sys.argv[1])\nwith mshare.connect() as ns, ns.open('/huge') as r:\n    r.buf[i * (2 << 20)] = i + 1\n"
+        code = (
+            "import mshare, sys\ni = int(sys.argv[1])\n"
+            "with mshare.connect() as ns, ns.open('/huge') as r:\n    r.buf[i * (2 << 20)] = i + 1\n"
+        )
         children = [python_child(code, str(i), env={"MSHARE_RUN_DIR": str(broker.run_dir)}) for i in range(4)]
         for child in children:
             assert child.wait(60) == 0

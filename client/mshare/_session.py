@@ -6,7 +6,9 @@ import array
 import errno
 import os
 import socket
+import sys
 import threading
+import time
 import weakref
 from typing import Final
 
@@ -20,12 +22,22 @@ PROTOCOL_VERSION: Final = 1
 MAX_REPLY: Final = 64 * 1024
 #: The broker sends at most one fd per reply; room for more so extra ones can be closed.
 _ANCILLARY: Final = socket.CMSG_SPACE(4 * 4)
+# Plain ints: combining the socket module's enum flags costs microseconds per call.
+_RECV_FLAGS: Final = int(socket.MSG_CMSG_CLOEXEC)
+_SPIN_FLAGS: Final = int(socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+#: Low-latency mode for this process: microseconds to poll for a reply before sleeping (0: off).
+SPIN_US: Final = "MSHARE_SPIN_US"
+_TRUNCATED: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_SOL_SOCKET: Final = int(socket.SOL_SOCKET)
+_SCM_RIGHTS: Final = int(socket.SCM_RIGHTS)
 
 
 def received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    if len(ancillary) == 1 and len(ancillary[0][2]) == 4 and ancillary[0][:2] == (_SOL_SOCKET, _SCM_RIGHTS):
+        return [int.from_bytes(ancillary[0][2], sys.byteorder, signed=True)]  # the usual single memfd
     fds = array.array("i")
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
     return list(fds)
 
@@ -46,7 +58,7 @@ class Session:
 
     _sock: socket.socket | None = None
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, spin_us: int = 0) -> None:
         self.path = path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
@@ -59,12 +71,15 @@ class Session:
         self.last_sent = 0
         # Guards id assignment and sends, so ids reach the broker in increasing order.
         self._send_lock = threading.Lock()
-        # Guards _replies, _reading and _waiting; never held while blocked in recv.
+        # Held by the one thread reading the socket; the others sleep on _cond.
+        self._reader = threading.Lock()
+        # Wakes threads waiting for a reply another thread read; taken only when some sleep.
         self._cond = threading.Condition(threading.Lock())
+        self._sleepers = 0
         self._replies: dict[int, tuple[session_pb2.SessionResponse, list[int]]] = {}
         self._waiting: set[int] = set()
-        self._reading = False
         self._lost: BaseException | None = None
+        self.spin_ns = spin_us * 1000
         _SESSIONS.add(self)
 
     def hello(self, namespace: str, client_version: str) -> session_pb2.HelloResponse:
@@ -86,8 +101,7 @@ class Session:
         try:
             reply, fds = self._wait(request_id)
         finally:
-            with self._cond:
-                self._waiting.discard(request_id)
+            self._waiting.discard(request_id)
         if reply.HasField("error"):
             close_all(fds)
             error = reply.error
@@ -105,8 +119,7 @@ class Session:
             self._next_id += 1
             request.request_id = request_id
             if wait:
-                with self._cond:
-                    self._waiting.add(request_id)
+                self._waiting.add(request_id)
             try:
                 sock.sendmsg([request.SerializeToString()])
             except OSError as exc:
@@ -115,44 +128,64 @@ class Session:
             return request_id
 
     def _wait(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
-        with self._cond:
-            while True:
-                if request_id in self._replies:
-                    return self._replies.pop(request_id)
-                if self._lost is not None:
-                    raise SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} ended", self.path)
-                if not self._reading:
-                    self._reading = True
-                    break
-                self._cond.wait()
-        try:
-            while True:
-                reply, fds = self._recv()
-                with self._cond:
-                    if reply.request_id == request_id:
-                        return reply, fds
-                    if reply.request_id in self._waiting:
-                        self._replies[reply.request_id] = (reply, fds)
-                        self._cond.notify_all()
-                        continue
-                close_all(fds)
-                if reply.request_id == 0 and reply.HasField("error"):
-                    raise ProtocolError(errno.EPROTO, f"the broker rejected a request: {reply.error.message}")
-        finally:
+        """Our reply: read it ourselves, or take it from the thread that read it.
+
+        A single thread never touches _cond: it takes the reader lock, reads its
+        reply and leaves. Dict and set operations are atomic under the GIL; a
+        sleeper counts itself before it checks, so no hand-over is missed.
+        """
+        while True:
+            found = self._replies.pop(request_id, None)
+            if found is not None:
+                return found
+            if self._reader.acquire(blocking=False):
+                try:
+                    found = self._replies.pop(request_id, None)
+                    if found is not None:
+                        return found
+                    while True:
+                        reply, fds = self._recv()
+                        if reply.request_id == request_id:
+                            return reply, fds
+                        self._hand_over(reply, fds)
+                finally:
+                    self._reader.release()
+                    if self._sleepers:
+                        with self._cond:
+                            self._cond.notify_all()
             with self._cond:
-                self._reading = False
-                self._cond.notify_all()
+                self._sleepers += 1
+                try:
+                    self._cond.wait_for(
+                        lambda: request_id in self._replies or not self._reader.locked() or self._lost is not None
+                    )
+                finally:
+                    self._sleepers -= 1
+            if self._lost is not None and request_id not in self._replies:
+                raise SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} ended", self.path)
+
+    def _hand_over(self, reply: session_pb2.SessionResponse, fds: list[int]) -> None:
+        """A reply for another thread: keep it for that thread, or close its fds if nobody waits."""
+        if reply.request_id in self._waiting:
+            self._replies[reply.request_id] = (reply, fds)
+            if self._sleepers:
+                with self._cond:
+                    self._cond.notify_all()
+            return
+        close_all(fds)
+        if reply.request_id == 0 and reply.HasField("error"):
+            raise ProtocolError(errno.EPROTO, f"the broker rejected a request: {reply.error.message}")
 
     def _recv(self) -> tuple[session_pb2.SessionResponse, list[int]]:
         sock = self._live()
         try:
-            data, ancillary, flags, _ = sock.recvmsg(MAX_REPLY, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+            data, ancillary, flags = self._spin(sock) if self.spin_ns else sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)[:3]
         except OSError as exc:
             raise self._lose(exc) from exc
         fds = received_fds(ancillary)
         if not data and not fds:
             raise self._lose(None)
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & _TRUNCATED:
             close_all(fds)
             raise ProtocolError(errno.EPROTO, "a reply from the broker was truncated")
         try:
@@ -160,6 +193,16 @@ class Session:
         except DecodeError:
             close_all(fds)
             raise ProtocolError(errno.EPROTO, "the broker sent a reply this client cannot decode") from None
+
+    def _spin(self, sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
+        """Low-latency mode: poll without sleeping for spin_ns before blocking (a wake-up costs tens of us)."""
+        deadline = time.perf_counter_ns() + self.spin_ns
+        while time.perf_counter_ns() < deadline:
+            try:
+                return sock.recvmsg(MAX_REPLY, _ANCILLARY, _SPIN_FLAGS)[:3]
+            except BlockingIOError:
+                pass
+        return sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)[:3]
 
     def _live(self) -> socket.socket:
         sock = self._sock
@@ -194,6 +237,8 @@ def _drop_sessions_in_child() -> None:
     sees a session end when the parent ends it, whatever the child does."""
     for session in list(_SESSIONS):
         session._cond = threading.Condition(threading.Lock())
+        session._reader = threading.Lock()
+        session._sleepers = 0
         session.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_module
-import threading
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from . import __version__
-from ._session import Session, close_all
+from ._session import SPIN_US, Session, close_all
 from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError, os_error
 from .records import (
     ACCESS_NAMES,
@@ -122,6 +121,18 @@ def _candidate_run_dirs() -> list[Path]:
     return dirs
 
 
+def _spin_us() -> int:
+    """$MSHARE_SPIN_US: this process's low-latency mode (poll for replies this long before sleeping)."""
+    text = os.environ.get(SPIN_US, "0") or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{SPIN_US} must be a number of microseconds, not {text!r}") from None
+    if not 0 <= value <= 10_000:
+        raise ValueError(f"{SPIN_US} must be within 0..10000 microseconds, not {value}")
+    return value
+
+
 def find_run_dir(run_dir: str | os.PathLike[str] | None = None) -> Path:
     """run_dir, else $MSHARE_RUN_DIR, else the first default run dir holding session.sock.
 
@@ -166,7 +177,7 @@ class Namespace:
         self.run_dir = run_dir
         session_path = str(run_dir / SESSION_SOCKET)
         try:
-            self._session = Session(session_path)
+            self._session = Session(session_path, _spin_us())
         except OSError as exc:
             raise BrokerUnavailableError(
                 exc.errno or errno.ECONNREFUSED, f"cannot reach the mshare broker: {exc.strerror}", session_path
@@ -184,8 +195,8 @@ class Namespace:
         self.alignment = hello.namespace.alignment_bytes
         self._token = hello.token
         self._broker_key = str(run_dir.resolve())
-        self._regions: weakref.WeakSet[Region] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        # Open handles by attachment id, weakly: a handle nobody holds is closed by its __del__.
+        self._regions: dict[int, weakref.ref[Region]] = {}
         self._channel = grpc.insecure_channel(f"unix:{run_dir / GRPC_SOCKET}")
         self._stub = broker_service_pb2_grpc.BrokerServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -254,8 +265,7 @@ class Namespace:
             page_size=POLICY_NAMES.get(desc.page_policy, "4k"),
             readonly=readonly,
         )
-        with self._lock:
-            self._regions.add(region)
+        self._regions[region.attachment_id] = weakref.ref(region)
         return region
 
     @staticmethod
@@ -266,8 +276,7 @@ class Namespace:
 
     def _detach(self, region: Region) -> None:
         """Called by Region.close(): one packet, no reply; later calls of this session observe it."""
-        with self._lock:
-            self._regions.discard(region)
+        self._regions.pop(region.attachment_id, None)
         session = self._session
         if session is None:
             return
@@ -456,10 +465,9 @@ class Namespace:
         if self._pid != os.getpid():
             self._session = None  # a forked child's copy: the parent owns the session
             return
-        with self._lock:
-            regions = list(self._regions)
+        regions = [ref() for ref in list(self._regions.values())]
         busy = []
-        for region in regions:
+        for region in filter(None, regions):
             try:
                 region.close()
             except BufferError:

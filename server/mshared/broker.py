@@ -262,7 +262,8 @@ class Broker:
             if session.closed:
                 raise BrokerError(errno.ENOENT, "the session has ended")
             handoff = self._attach_locked(session, node, access, path)
-        log.info("region attached: %s:%s size %d by session %d (%s)", ns.name, path, node.size, session.id, access.value)
+        # DEBUG, not INFO: attach is the hot path, and a log line costs more than the attach itself.
+        log.debug("region attached: %s:%s size %d by session %d (%s)", ns.name, path, node.size, session.id, access.value)
         return handoff
 
     def detach(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:

@@ -24,6 +24,8 @@ DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"
 DEFAULT_SOCKET_MODE: Final = 0o666
 #: Seconds in-flight calls get to finish after SIGTERM.
 DEFAULT_GRACE: Final = 5.0
+#: Longest spin: past a few milliseconds a sleeping wake-up costs less than the CPU burnt.
+MAX_SPIN_US: Final = 10_000
 #: Smallest page of any supported machine; alignment must be at least this.
 PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 
@@ -163,6 +165,7 @@ class Config:
     min_address: int
     max_address: int
     grace: float
+    spin_us: int = 0
 
     @property
     def session_socket(self) -> Path:
@@ -205,6 +208,12 @@ _OPTIONS: Final = (
     ("--log-level", "MSHARE_LOG_LEVEL", "log_level", "debug, info, warning or error (default info)"),
     ("--log-format", "MSHARE_LOG_FORMAT", "log_format", "text or json (default text)"),
     ("--grace", "MSHARE_GRACE", "grace", f"seconds in-flight calls get on SIGTERM (default {DEFAULT_GRACE:g})"),
+    (
+        "--spin-us",
+        "MSHARE_SPIN_US",
+        "spin_us",
+        "low-latency mode: poll the session socket this many microseconds before sleeping (default 0: off)",
+    ),
 )
 
 
@@ -262,6 +271,10 @@ def _build(values: dict[str, tuple[Any, str]], file_values: dict[str, Any], conf
         raise ConfigError(grace_option, f"{grace_value!r} is not a number of seconds") from None
     if grace < 0:
         raise ConfigError(grace_option, "must not be negative")
+    spin_value, spin_option = get("spin_us", 0)
+    spin_us = parse_int(spin_value, spin_option)
+    if not 0 <= spin_us <= MAX_SPIN_US:
+        raise ConfigError(spin_option, f"{spin_value!r} is not within 0..{MAX_SPIN_US} microseconds")
 
     top = address_space_top()
     arena_start, arena_size = default_arena(top)
@@ -293,6 +306,7 @@ def _build(values: dict[str, tuple[Any, str]], file_values: dict[str, Any], conf
         min_address=mmap_min_addr(),
         max_address=top,
         grace=grace,
+        spin_us=spin_us,
     )
 
 

@@ -17,8 +17,9 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from mshare.v1 import broker_service_pb2, broker_service_pb2_grpc
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
+
+from mshare.v1 import broker_service_pb2, broker_service_pb2_grpc
 
 from . import pages
 from .broker import MAX_WATCHES, Broker
@@ -117,7 +118,7 @@ class Daemon:
         self.fd_limit = raise_fd_limit()
         space = AddressSpace(config.arena_start, config.arena_size, config.min_address, config.max_address)
         self.broker = Broker(config.namespaces, space, make_backing, policies=pages.supported_policies())
-        self.sessions = SessionServer(self.broker, config.session_socket)
+        self.sessions = SessionServer(self.broker, config.session_socket, config.spin_us)
         self.health = health.HealthServicer()
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series add nothing here
         self.registry = CollectorRegistry()

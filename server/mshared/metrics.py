@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import grpc
-from mshare import __version__
-from mshare.errors import ERRNO_CODES
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,6 +18,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
+
+from mshare import __version__
+from mshare.errors import ERRNO_CODES
 
 from .broker import Broker
 from .regions import Access, State

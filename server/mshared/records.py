@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .regions import Access, Attachment, PagePolicy, State, pagetable_bytes
 from .tree import Credentials
@@ -68,9 +69,11 @@ class BrokerStats:
     sessions: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Handoff:
-    """What an attach hands out: the descriptor's fields and the fd to send (owned by the region)."""
+class Handoff(NamedTuple):
+    """What an attach hands out: the descriptor's fields and the fd to send (owned by the region).
+
+    A NamedTuple: one is made per attach, and frozen dataclasses are slow to build.
+    """
 
     attachment_id: int
     region_id: int
@@ -86,7 +89,7 @@ class Handoff:
 class SessionRecord:
     """The broker's side of one session: identity, token, attachments, and how far it has been read."""
 
-    __slots__ = ("_cond", "_seen", "attachments", "client_version", "closed", "creds", "id", "namespace", "token")
+    __slots__ = ("_cond", "_seen", "_waiting", "attachments", "client_version", "closed", "creds", "id", "namespace", "token")
 
     def __init__(self, session_id: int, creds: Credentials, namespace: str, client_version: str) -> None:
         self.id = session_id
@@ -97,20 +100,33 @@ class SessionRecord:
         self.attachments: dict[int, Attachment] = {}
         self.closed = False
         self._seen = 0
+        self._waiting = 0
         # Guards _seen only; gRPC threads wait on it for the session loop (never the reverse).
         self._cond = threading.Condition(threading.Lock())
 
     def mark_seen(self, request_id: int) -> None:
-        """The session loop has handled every request up to request_id."""
-        with self._cond:
-            if request_id > self._seen:
-                self._seen = request_id
-                self._cond.notify_all()
+        """The session loop has handled every request up to request_id.
+
+        Called for every request, so the lock is taken only when a call waits:
+        a waiter counts itself before it checks _seen, and _seen is set before
+        the count is read, so no wake-up is lost.
+        """
+        if request_id > self._seen:
+            self._seen = request_id
+            if self._waiting:
+                with self._cond:
+                    self._cond.notify_all()
 
     def wait_seen(self, request_id: int, timeout: float) -> bool:
         """Wait until the session loop has handled request_id, so a gRPC call sees earlier detaches."""
+        if self._seen >= request_id:
+            return True
         with self._cond:
-            return self._cond.wait_for(lambda: self._seen >= request_id or self.closed, timeout)
+            self._waiting += 1
+            try:
+                return self._cond.wait_for(lambda: self._seen >= request_id or self.closed, timeout)
+            finally:
+                self._waiting -= 1
 
     def close(self) -> None:
         with self._cond:

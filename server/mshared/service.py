@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from mshare import __version__
 from mshare.errors import CODE_NUMBERS, ERROR_DOMAIN, code_name
 from mshare.v1 import broker_service_pb2 as pb
