@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import resource
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import mshare
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+import mshare
 from mshare.errors import CODE_NUMBERS, ERRNO_CODES
 from mshare.v1 import broker_service_pb2 as pb
 from mshare.v1 import broker_service_pb2_grpc
 
-from .conftest import BrokerProcess, as_user
+from .conftest import BrokerProcess, as_user, python_child
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -288,3 +290,36 @@ def test_token_dies_with_its_session(broker: BrokerProcess) -> None:
         assert code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         channel.close()
+
+
+MAP_COUNT = Path("/proc/sys/vm/max_map_count")
+
+MAP_UNTIL_FULL = """
+import errno, mshare
+ns = mshare.connect()
+held = []
+try:
+    for i in range(5000):
+        held.append(ns.create(f"/m{i}", size=2 << 20))
+    print("never failed")
+except OSError as exc:
+    print(errno.errorcode[exc.errno], len(held), exc)
+"""
+
+
+def test_enomem_names_vm_max_map_count(broker: BrokerProcess) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower vm.max_map_count for a moment")
+    old = MAP_COUNT.read_text().strip()
+    MAP_COUNT.write_text("1500")  # far above what the broker and pytest use, reached by the child's regions
+    try:
+        child = python_child(MAP_UNTIL_FULL, env={"MSHARE_RUN_DIR": str(broker.run_dir)})
+        out, err = child.communicate(timeout=120)
+    finally:
+        MAP_COUNT.write_text(old)
+    assert child.returncode == 0, err
+    reason, held, message = out.split(" ", 2)
+    assert reason == "ENOMEM" and int(held) > 100
+    assert "vm.max_map_count allows 1500" in message
+    with broker.connect() as ns:  # the broker is fine, and the child's attachments are gone with it
+        assert all(ns.stat(f"/m{i}").attach_count == 0 for i in (0, int(held) - 1))

@@ -10,8 +10,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-import mshare
 import pytest
+
+import mshare
 
 from .conftest import ROOT, BrokerProcess, spawn
 from .test_metrics import samples, value
@@ -68,7 +69,7 @@ def test_recursive_watch_sees_subdirectories(ns: mshare.Namespace) -> None:
         assert take(watch, 3) == [("created", "/tree/x/y"), ("unlinked", "/tree/x/r"), ("freed", "/tree/x/r")]
 
 
-def test_watching_a_region_follows_it(ns: mshare.Namespace) -> None:
+def test_watching_a_region_path(ns: mshare.Namespace) -> None:
     region = ns.create("/single", size=2 * MiB)
     ns.create("/other", size=2 * MiB).close()
     with ns.watch("/single") as watch:
@@ -147,7 +148,7 @@ ns = mshare.connect()
 watch = ns.watch("/", recursive=True)
 events = []
 for event in watch:
-    events.append([event.kind, event.path])
+    events.append([event.kind, event.path, event.old_path])
     if event.kind == "synced":
         print("synced", flush=True)
     if event.path == "/open/public" and event.kind == "detached":
@@ -168,9 +169,20 @@ def test_a_watch_shows_only_what_the_watcher_may_list(ns: mshare.Namespace, brok
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "synced"
     ns.create("/closed/secret", size=2 * MiB).close()
+    ns.rename("/closed/secret", "/open/moved")  # seen arriving, but not where from
     ns.create("/open/public", size=2 * MiB).close()
     out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
-    paths = {path for _, path in json.loads(out)}
+    events = json.loads(out)
+    paths = {path for _, path, old in events} | {old for _, _, old in events}
     assert {"/open", "/closed", "/open/public"} <= paths
+    assert ["created", "/open/moved", ""] in events
     assert not any(path.startswith("/closed/") for path in paths)
+
+
+def test_closing_the_namespace_ends_its_watches(broker: BrokerProcess) -> None:
+    ns = broker.connect()
+    watch = ns.watch("/")
+    assert take(watch, 1) == [("synced", "/")]
+    ns.close()
+    assert list(watch) == []

@@ -37,7 +37,20 @@ _RESERVE_FLAGS: Final = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
 
 def _fail(what: str, start: int, size: int) -> OSError:
     err = ctypes.get_errno()
-    return OSError(err, f"{what} {start:#x}-{start + size:#x}: {os.strerror(err)}")
+    message = f"{what} {start:#x}-{start + size:#x}: {os.strerror(err)}"
+    if err == errno.ENOMEM:
+        message += _map_count_hint()
+    return OSError(err, message)
+
+
+def _map_count_hint() -> str:
+    """Name the limit a process usually hits first: every region is one more mapping."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as limit, open("/proc/self/maps") as maps:
+            allowed, used = int(limit.read()), sum(1 for _ in maps)
+    except (OSError, ValueError):
+        return ""
+    return f" (this process has {used} mappings; vm.max_map_count allows {allowed})"
 
 
 def _call_mmap(start: int, size: int, prot: int, flags: int, fd: int) -> int:

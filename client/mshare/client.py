@@ -197,6 +197,7 @@ class Namespace:
         self._broker_key = str(run_dir.resolve())
         # Open handles by attachment id, weakly: a handle nobody holds is closed by its __del__.
         self._regions: dict[int, weakref.ref[Region]] = {}
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._channel = grpc.insecure_channel(f"unix:{run_dir / GRPC_SOCKET}")
         self._stub = broker_service_pb2_grpc.BrokerServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -421,8 +422,9 @@ class Namespace:
         watcher that falls far behind gets OSError(ENOBUFS) and must watch again.
         """
         request = pb.WatchRequest(path=check_path(path), recursive=bool(recursive))
-        call = self._rpc(self._stub.Watch, request, path)
-        return Watch(self, call, path)
+        watch = Watch(self, self._rpc(self._stub.Watch, request, path), path)
+        self._watches.add(watch)
+        return watch
 
     def namespaces(self) -> list[str]:
         reply = self._rpc(self._stub.ListNamespaces, pb.ListNamespacesRequest())
@@ -474,6 +476,8 @@ class Namespace:
                 busy.append(region.path)
         if busy:
             raise BufferError(f"cannot close namespace: views of {', '.join(busy)} are still alive")
+        for watch in list(self._watches):
+            watch.close()  # their iterations end
         session, self._session = self._session, None
         session.close()
         channel, self._channel = self._channel, None

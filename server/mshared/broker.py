@@ -43,6 +43,7 @@ MAX_PAGE_SIZE: Final = 10000
 
 #: Watch streams per session and per broker: each holds a gRPC worker thread.
 MAX_WATCHES_PER_SESSION: Final = 4
+MAX_WATCHES_PER_UID: Final = 8
 MAX_WATCHES: Final = 32
 
 #: Regions read per lock hold when metrics are scraped.
@@ -291,21 +292,29 @@ class Broker:
     def watch(self, session: SessionRecord, namespace: str, path: str, recursive: bool) -> Watcher:
         """Subscribe to the events under path; the snapshot of what is there now comes first.
 
-        Needs what listing needs (read and search on a watched directory);
-        EMFILE past the per-session and broker-wide limits.
+        Needs what listing needs: read and search on a watched directory, or
+        on the directory of a watched region (the events need no less). EMFILE
+        past the per-session, per-uid and broker-wide limits.
         """
         creds = session.creds
         ns = self.namespace(namespace or session.namespace)
         names = split_path(path)
         with self._lock:
             node = ns.tree.lookup(names, creds, path)
-            if isinstance(node, Directory):
-                require(node, creds, R_OK, path)
+            listed = node if isinstance(node, Directory) else node.parent
+            if listed is not None:
+                require(listed, creds, R_OK | X_OK, path)
             mine = sum(1 for w in self._watchers.values() if w.session_id == session.id)
-            if mine >= MAX_WATCHES_PER_SESSION or len(self._watchers) >= MAX_WATCHES:
+            theirs = sum(1 for w in self._watchers.values() if w.creds.uid == creds.uid)
+            if (
+                mine >= MAX_WATCHES_PER_SESSION
+                or (theirs >= MAX_WATCHES_PER_UID and not creds.is_root)
+                or len(self._watchers) >= MAX_WATCHES
+            ):
                 raise BrokerError(
                     errno.EMFILE,
-                    f"too many watches ({MAX_WATCHES_PER_SESSION} per session, {MAX_WATCHES} per broker)",
+                    f"too many watches ({MAX_WATCHES_PER_SESSION} per session, {MAX_WATCHES_PER_UID} per uid, "
+                    f"{MAX_WATCHES} per broker)",
                     path,
                 )
             watcher = Watcher(next(self._ids), session.id, creds, ns.name, node.path, recursive)
@@ -496,6 +505,11 @@ class Broker:
     def watch_count(self) -> int:
         return len(self._watchers)
 
+    def arena_stats(self) -> tuple[int, int, int]:
+        """(size, free bytes, largest free gap) of the arena, read consistently."""
+        with self._lock:
+            return self.space.arena_size, self.space.free_bytes, self.space.largest_free
+
     def stats(self) -> BrokerStats:
         """Gauges and counters, read from the live state (metrics never drift from it).
 
@@ -624,21 +638,33 @@ class Broker:
         session_id: int = 0,
         access: Access | None = None,
     ) -> None:
-        """Queue an event for every watcher it concerns and that may see it (lock held)."""
+        """Queue an event for every watcher it concerns and that may see it (lock held).
+
+        A rename is RENAMED only to a watcher that may see both ends; one that
+        sees only the old end gets UNLINKED there, one that sees only the new
+        end CREATED there, so no watcher learns a path it could not list.
+        """
         if not self._watchers:
             return
         namespace = node.namespace if isinstance(node, Region) else namespace
         entry = None
         for watcher in self._watchers.values():
-            if watcher.wants(namespace, path, parent, node.uid) or (
-                old is not None and watcher.wants(namespace, old[0], old[1], node.uid)
-            ):
-                entry = entry or self._view(node, namespace)
-                if watcher.push(Event(kind, namespace, path, entry, old[0] if old else "", session_id, access)):
-                    self.watches_dropped_total += 1
-                    log.warning(
-                        "watch %d of session %d dropped: more than %d events behind", watcher.id, watcher.session_id, QUEUE_LIMIT
-                    )
+            sees_new = watcher.wants(namespace, path, parent, node.uid)
+            sees_old = old is not None and watcher.wants(namespace, old[0], old[1], node.uid)
+            if not (sees_new or sees_old):
+                continue
+            entry = entry or self._view(node, namespace)
+            if old is None or (sees_new and sees_old):
+                event = Event(kind, namespace, path, entry, old[0] if old else "", session_id, access)
+            elif sees_new:
+                event = Event(EventKind.CREATED, namespace, path, entry)
+            else:
+                event = Event(EventKind.UNLINKED, namespace, old[0], entry)
+            if watcher.push(event):
+                self.watches_dropped_total += 1
+                log.warning(
+                    "watch %d of session %d dropped: more than %d events behind", watcher.id, watcher.session_id, QUEUE_LIMIT
+                )
 
     def _attachment_view(self, attachment: Attachment) -> AttachmentView:
         region = attachment.region

@@ -119,13 +119,11 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily(
             "mshare_watches_dropped", "Watch streams dropped for falling too far behind.", value=broker.watches_dropped_total
         )
-        space = broker.space
-        yield GaugeMetricFamily("mshare_arena_bytes", "Size of the address arena.", value=space.arena_size)
-        yield GaugeMetricFamily("mshare_arena_free_bytes", "Free bytes of the address arena.", value=space.free_bytes)
+        arena, free, largest = broker.arena_stats()
+        yield GaugeMetricFamily("mshare_arena_bytes", "Size of the address arena.", value=arena)
+        yield GaugeMetricFamily("mshare_arena_free_bytes", "Free bytes of the address arena.", value=free)
         yield GaugeMetricFamily(
-            "mshare_arena_largest_free_bytes",
-            "The largest free gap of the arena: no bigger region fits.",
-            value=space.largest_free,
+            "mshare_arena_largest_free_bytes", "The largest free gap of the arena: no bigger region fits.", value=largest
         )
         yield GaugeMetricFamily(
             "mshare_region_capacity", "Regions that still fit under the descriptor limit.", value=self.region_capacity()
@@ -158,38 +156,39 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]
             return handler._replace(unary_stream=self._streaming(handler.unary_stream, method))
         return handler
 
-    def _record(self, method: str, context: grpc.ServicerContext, started: float, escaped: bool) -> None:
+    def _record(self, method: str, context: grpc.ServicerContext, fallback: str, started: float | None) -> None:
+        """Count the call under the code it ended with; fallback when the handler set none."""
         code = context.code()
-        # An exception that escapes a handler without setting a code becomes UNKNOWN on the wire.
-        name = code.name if code is not None else ("UNKNOWN" if escaped else "OK")
-        self.requests.labels(method, name).inc()
-        self.duration.labels(method).observe(time.perf_counter() - started)
+        self.requests.labels(method, code.name if code is not None else fallback).inc()
+        if started is not None:
+            self.duration.labels(method).observe(time.perf_counter() - started)
 
     def _unary(self, behavior: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            escaped = True
+            outcome = "UNKNOWN"  # what gRPC sends for an exception that escapes without a code
             try:
                 response = behavior(request, context)
-                escaped = False
+                outcome = "OK"
                 return response
             finally:
-                self._record(method, context, started, escaped)
+                self._record(method, context, outcome, started)
 
         return call
 
     def _streaming(self, behavior: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
+        """Streams are counted, not timed: their length is the client's choice, not latency."""
+
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.perf_counter()
-            escaped = True
+            outcome = "UNKNOWN"
             try:
                 yield from behavior(request, context)
-                escaped = False
+                outcome = "OK"
             except GeneratorExit:
-                escaped = False  # the client went away; gRPC reports CANCELLED
+                outcome = "CANCELLED"  # the client went away
                 raise
             finally:
-                self._record(method, context, started, escaped)
+                self._record(method, context, outcome, None)
 
         return call
 

@@ -72,6 +72,9 @@ REQUEST_BUCKETS: Final = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10
 #: Threads that create hugetlb regions (whose fallocate can take seconds) off the session loop.
 CREATE_WORKERS: Final = 2
 
+#: Huge-page creates queued or running at once; more are refused with EBUSY, not queued without bound.
+MAX_PENDING_CREATES: Final = 16
+
 #: Serves one request on a connection.
 Serve = Callable[["Connection", session_pb2.SessionRequest, str], None]
 
@@ -100,6 +103,10 @@ class RequestStats:
     def handoff(self, ok: bool) -> None:
         with self._lock:
             self.handoffs["ok" if ok else "failed"] += 1
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def peer_credentials(sock: socket.socket) -> Credentials:
@@ -175,6 +182,9 @@ class SessionServer:
         self._accept_paused_until = 0.0
         self._thread: threading.Thread | None = None
         self._workers = ThreadPoolExecutor(CREATE_WORKERS, thread_name_prefix="mshare-create")
+        # Guards _pending_creates, counted by the loop and the workers.
+        self._pending_lock = threading.Lock()
+        self._pending_creates = 0
         self.stats = RequestStats()
 
     # -- life -----------------------------------------------------------------------
@@ -332,9 +342,7 @@ class SessionServer:
                 self._close(conn)
                 return
             if flags & _TRUNCATED:
-                self._reply_error(
-                    conn, 0, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors")
-                )
+                self._refuse(conn, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors"))
             else:
                 self._handle(conn, data)
             if conn.outbox or conn.closed:
@@ -346,11 +354,11 @@ class SessionServer:
         try:
             request = session_pb2.SessionRequest.FromString(data)
         except DecodeError:
-            self._reply_error(conn, 0, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
+            self._refuse(conn, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
             return
         kind = request.WhichOneof("body") or "invalid"
         if kind == "create" and self._is_slow(conn, request):
-            self._workers.submit(self._answer, conn, request, kind, self._create)
+            self._create_later(conn, request, kind)
         else:
             self._answer(conn, request, kind, self._serve)
         if conn.session is not None:
@@ -372,6 +380,26 @@ class SessionServer:
                 conn, request.request_id, BrokerError(errno.EIO, "internal error; the broker's log has the details")
             )
         self.stats.record(kind, code, time.perf_counter() - started)
+
+    def _create_later(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+        """Hand a hugetlb create to a worker; past MAX_PENDING_CREATES, refuse it instead of queueing."""
+        with self._pending_lock:
+            full = self._pending_creates >= MAX_PENDING_CREATES
+            if not full:
+                self._pending_creates += 1
+        if full:
+            busy = BrokerError(errno.EBUSY, f"{MAX_PENDING_CREATES} huge-page creates are in progress; try again")
+            self._answer(conn, request, kind, lambda *_: _raise(busy))
+            return
+
+        def create() -> None:
+            try:
+                self._answer(conn, request, kind, self._create)
+            finally:
+                with self._pending_lock:
+                    self._pending_creates -= 1
+
+        self._workers.submit(create)
 
     def _is_slow(self, conn: Connection, request: session_pb2.SessionRequest) -> bool:
         """A hugetlb create fallocates the whole region (seconds for many GiB): it runs on a worker."""
@@ -455,6 +483,11 @@ class SessionServer:
             request_id=request_id, attach=session_pb2.AttachResponse(descriptor=convert.descriptor(handoff))
         )
         self._send(conn, response, handoff.fd)
+
+    def _refuse(self, conn: Connection, exc: BrokerError) -> None:
+        """A packet that is no request at all: answered with request id 0, counted as invalid."""
+        self.stats.record("invalid", code_name(exc.errno), 0.0)
+        self._reply_error(conn, 0, exc)
 
     def _reply_error(self, conn: Connection, request_id: int, exc: BrokerError) -> None:
         response = session_pb2.SessionResponse(request_id=request_id)

@@ -77,6 +77,7 @@ class Watcher:
         self._cond = threading.Condition(threading.Lock())
         self.closed = False
         self.overflowed = False
+        self._snapshot_queued = 0  # snapshot events still queued: exempt from the limit
 
     def wants(self, namespace: str, path: str, parent: Directory | None, owner: int) -> bool:
         """An event about path (in directory parent) concerns this watcher and it may see it.
@@ -101,13 +102,14 @@ class Watcher:
         with self._cond:
             if self.closed:
                 return False
-            dropped = len(self._queue) >= self._limit and not snapshot
+            dropped = not snapshot and len(self._queue) - self._snapshot_queued >= self._limit
             if dropped:
                 self.overflowed = True
                 self.closed = True
                 self._queue.clear()
             else:
                 self._queue.append(event)
+                self._snapshot_queued += snapshot
             self._cond.notify()
             return dropped
 
@@ -117,7 +119,11 @@ class Watcher:
             self._cond.wait_for(lambda: self._queue or self.closed, timeout)
             if self.overflowed:
                 raise Overflow(f"the watcher fell more than {self._limit} events behind")
-            return self._queue.popleft() if self._queue else None
+            if not self._queue:
+                return None
+            if self._snapshot_queued:
+                self._snapshot_queued -= 1  # the snapshot comes first, so the head is one of it
+            return self._queue.popleft()
 
     def close(self) -> None:
         with self._cond:
