@@ -114,7 +114,8 @@ def test_create_ls_stat_tree(broker: BrokerProcess, ns: mshare.Namespace) -> Non
 
     fields = dict(line.split(":", 1) for line in text_stat.splitlines())
     assert fields["mode"].strip() == "0640 (-rw-r-----)" and fields["start"].strip() == f"{st.start:#x}"
-    assert len(fields) == 13 and fields["size"].strip() == "4194304 (4.0M)"
+    assert len(fields) == 14 and fields["size"].strip() == "4194304 (4.0M)"
+    assert fields["page tables"].strip() == "0 now, 0 with 4k pages"  # nobody is attached
     as_json = json.loads(json_stat)
     assert as_json["start"] == st.start and as_json["id"] == st.id and as_json["state"] == "ACTIVE"
 

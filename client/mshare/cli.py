@@ -198,6 +198,11 @@ def cmd_info(ns: Namespace, args: argparse.Namespace) -> None:
         "alignment": f"{human(info.alignment)} ({info.alignment} bytes)",
         "arena": f"{info.arena_start:#x}-{end:#x} ({human(info.arena_size)})",
         "page sizes": f"{' '.join(info.page_sizes)} (default {info.default_page_size})",
+        **{
+            f"{pool.page_size} pool": f"{pool.free} of {pool.total} pages free ({pool.reserved} reserved)"
+            for pool in info.huge_pages
+        },
+        "shmem thp": info.thp or "-",
         "region capacity": str(info.region_capacity),
         "epoch": str(info.epoch),
         "namespaces": " ".join(names),
@@ -268,6 +273,9 @@ def cmd_stat(ns: Namespace, args: argparse.Namespace) -> None:
         "page size": st.page_size or "-",
         "attach count": str(st.attach_count),
         "state": st.state or "-",
+        "page tables": f"{human(st.pagetable_bytes)} now, {human(st.pagetable_bytes_4k)} with 4k pages"
+        if st.kind == "region"
+        else "-",
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(st.created)),
     }
     show(args, stat_json(st), fields(pairs))
