@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
-import mshare
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import mshare
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

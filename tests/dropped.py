@@ -19,6 +19,7 @@ import grpc
 import grpc._channel
 import grpc._interceptor  # noqa: F401
 import grpc_status.rpc_status  # noqa: F401
+
 import mshare
 import mshare.client
 

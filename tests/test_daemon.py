@@ -282,3 +282,26 @@ def test_systemd_notify_ready_and_stopping(start_broker: Callable[..., BrokerPro
         broker.stop(signal.SIGTERM)
         assert "STOPPING=1" in notify.recv(4096).decode().splitlines()
     os.unlink(address)
+
+
+def test_a_run_dir_writable_by_others_is_refused(run_dir: Path) -> None:
+    run_dir.chmod(0o777)
+    try:
+        result = run_mshared("--run-dir", str(run_dir), "--metrics-address", "127.0.0.1:0")
+    finally:
+        run_dir.chmod(0o755)
+    assert result.returncode == 1
+    assert "writable by others" in result.stderr and "Traceback" not in result.stderr
+    assert not list(run_dir.iterdir())
+
+
+def test_a_failed_start_leaves_nothing_behind(start_broker: Callable[..., BrokerProcess], run_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_mshared("--run-dir", str(run_dir), "--metrics-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1, result.stderr
+    assert "Address already in use" in result.stderr and "Traceback" not in result.stderr
+    assert {p.name for p in run_dir.iterdir()} <= {"mshared.lock"}  # no sockets left to mislead clients
+    start_broker()  # and the lock is free

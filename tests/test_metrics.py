@@ -8,9 +8,10 @@ import shutil
 import signal
 import subprocess
 
-import mshare
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+import mshare
 
 from .conftest import BrokerProcess, python_child, wait_for
 

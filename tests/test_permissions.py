@@ -9,8 +9,9 @@ import subprocess
 import sys
 from typing import Any
 
-import mshare
 import pytest
+
+import mshare
 
 from .conftest import ROOT, BrokerProcess, as_user, spawn
 

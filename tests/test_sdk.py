@@ -10,8 +10,9 @@ import stat
 import threading
 from pathlib import Path
 
-import mshare
 import pytest
+
+import mshare
 from mshare import _fixedmap
 
 from .conftest import BrokerProcess, make_run_dir, wait_for

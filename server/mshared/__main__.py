@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from .config import ConfigError, load
-from .daemon import AlreadyRunning, Daemon
+from .daemon import AlreadyRunning, Daemon, UnsafeRunDir
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,11 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     listener = setup_logging(config.log_level, config.log_format)
     try:
         Daemon(config).run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, UnsafeRunDir) as exc:
         logging.getLogger("mshared").error("%s", exc)
         return 1
     except OSError as exc:
         logging.getLogger("mshared").error("cannot start: %s", exc)
+        return 1
+    except Exception:
+        logging.getLogger("mshared").exception("internal error")
         return 1
     finally:
         listener.stop()

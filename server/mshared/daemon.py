@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -42,6 +43,10 @@ FD_RESERVE: Final = 64
 
 class AlreadyRunning(Exception):
     """Another mshared holds the run directory's lock."""
+
+
+class UnsafeRunDir(Exception):
+    """The run directory is writable by others: no client would trust it."""
 
 
 def raise_fd_limit() -> int:
@@ -138,10 +143,24 @@ class Daemon:
         return max(0, self.fd_limit - open_fd_count() - FD_RESERVE)
 
     def start(self) -> None:
-        """Lock the run dir, bind both sockets, then report SERVING."""
+        """Lock the run dir, bind both sockets, then report SERVING; on failure leave nothing behind."""
         config = self.config
         config.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        mode = config.run_dir.stat().st_mode
+        if mode & stat.S_IWOTH:
+            raise UnsafeRunDir(
+                f"run dir {config.run_dir} is writable by others (mode {stat.S_IMODE(mode):04o}): clients refuse it, "
+                "since anyone could replace its sockets; use a directory only the broker can write"
+            )
         self._lock.acquire()
+        try:
+            self._bind_and_serve()
+        except BaseException:
+            self.drain()
+            raise
+
+    def _bind_and_serve(self) -> None:
+        config = self.config
         for status_name in ("", SERVICE_NAME):
             self.health.set(status_name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.sessions.bind(config.socket_mode, config.socket_group)

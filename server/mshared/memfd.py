@@ -8,7 +8,7 @@ import os
 from typing import Final
 
 from .errors import BrokerError
-from .pages import pool, shortage_message
+from .pages import cgroup_room, pool, shortage_message
 from .regions import Access, PagePolicy
 
 #: MFD_NOEXEC_SEAL (Linux 6.3): the memfd can never be made executable. Not in
@@ -65,8 +65,8 @@ class MemFd:
         self.size = size
         self._preallocated = bool(policy.huge_page_bytes)
         if self._preallocated:
-            found = pool(policy)
-            if found is None or found.available * found.page_bytes < size:
+            found, room = pool(policy), cgroup_room(policy)
+            if found is None or found.available * found.page_bytes < size or (room is not None and room < size):
                 # Refuse before fallocate takes (and gives back) pages other creates may be waiting for.
                 raise BrokerError(errno.ENOMEM, f"not enough {policy.value} pages: {shortage_message(policy, size)}")
         try:

@@ -10,6 +10,7 @@ from .regions import PagePolicy
 
 HUGEPAGES: Final = Path("/sys/kernel/mm/hugepages")
 SHMEM_THP: Final = Path("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+CGROUPS: Final = Path("/sys/fs/cgroup")
 #: shmem_enabled values under which MADV_HUGEPAGE gets huge pages for a memfd.
 THP_ALLOWING: Final = frozenset({"always", "within_size", "advise", "force"})
 
@@ -61,6 +62,40 @@ def pool(policy: PagePolicy) -> HugePagePool | None:
     return next((p for p in pools() if p.policy is policy), None)
 
 
+def cgroup_room(policy: PagePolicy, proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUPS) -> int | None:
+    """Bytes of policy's huge pages our cgroups still allow (v2 hugetlb.<size>.max, v1 limit_in_bytes);
+    None when no hugetlb controller limits us. Pages are charged to the broker, which allocates them."""
+    size = {PagePolicy.HUGETLB_2M: "2MB", PagePolicy.HUGETLB_1G: "1GB"}.get(policy)
+    if size is None:
+        return None
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    room: int | None = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, limit, usage = root, f"hugetlb.{size}.max", f"hugetlb.{size}.current"
+        elif "hugetlb" in controllers.split(","):
+            base, limit, usage = root / "hugetlb", f"hugetlb.{size}.limit_in_bytes", f"hugetlb.{size}.usage_in_bytes"
+        else:
+            continue
+        directory = base / path.lstrip("/")
+        while True:  # every ancestor's limit applies too
+            try:
+                text = (directory / limit).read_text().strip()
+                if text != "max":
+                    left = int(text) - int((directory / usage).read_text())
+                    room = left if room is None else min(room, left)
+            except (OSError, ValueError):
+                pass
+            if directory == base:
+                break
+            directory = directory.parent
+    return room
+
+
 def thp_setting() -> str:
     """The bracketed choice of shmem_enabled ("never" when THP is absent)."""
     try:
@@ -88,6 +123,13 @@ def shortage_message(policy: PagePolicy, size: int) -> str:
     kib = page // 1024
     if found is None:
         return f"this kernel has no {kib} kB hugetlb pool"
+    room = cgroup_room(policy)
+    if room is not None and room < size:
+        return (
+            f"{needed} {kib} kB huge pages needed, but the broker's cgroup allows {max(0, room) // page} more "
+            f"(hugetlb.{'2MB' if page == 2 << 20 else '1GB'}.max; a hugepages-{'2Mi' if page == 2 << 20 else '1Gi'} "
+            "limit in Kubernetes): raise it"
+        )
     return (
         f"{needed} free {kib} kB huge pages needed, {found.available} available "
         f"({found.total} in the pool); add pages with "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import pytest
+
 from mshared.broker import Broker, EntryView, Handoff, NamespaceSpec, SessionRecord
 from mshared.errors import BrokerError
 from mshared.regions import Access, AddressSpace, GiB, KiB, MiB, PagePolicy, Region, State

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Final
 
 import pytest
+
 from mshared.errors import BrokerError
 from mshared.regions import (
     Access,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import pytest
+
 from mshared.broker import MAX_ID, MAX_PAGE_SIZE, Broker, EntryView, NamespaceSpec, SessionRecord
 from mshared.errors import BrokerError
 from mshared.regions import Access, AddressSpace, GiB, MiB, PagePolicy, State
