@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -48,15 +49,40 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def broker(*args: str, cpu: int | None = SERVER_CPU, env: dict[str, str] | None = None) -> Iterator[Path]:
-    """A private mshared (pinned to cpu) on a fresh run dir; yields the run dir."""
+def broker(
+    *args: str, cpu: int | None = SERVER_CPU, env: dict[str, str] | None = None, nofile: int | None = None
+) -> Iterator[Path]:
+    """A private mshared (pinned to cpu) on a fresh run dir; yields the run dir.
+
+    nofile sets the broker's RLIMIT_NOFILE (soft and hard; raising the hard
+    limit needs root): every region holds a memfd in the broker.
+    """
+
+    def limit_fds() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     run_dir = Path(tempfile.mkdtemp(prefix="mshare-bench-"))
     run_dir.chmod(0o755)
-    proc = subprocess.Popen(
-        [str(BIN / "mshared"), "--run-dir", str(run_dir), "--metrics-address", "127.0.0.1:0", "--log-level", "warning", *args],
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
+    try:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mshared"),
+                "--run-dir",
+                str(run_dir),
+                "--metrics-address",
+                "127.0.0.1:0",
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            preexec_fn=limit_fds if nofile is not None else None,
+        )
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     try:
         deadline = time.monotonic() + 15
         while not ((run_dir / "mshare.sock").exists() and (run_dir / "session.sock").exists()):
@@ -79,6 +105,102 @@ def broker(*args: str, cpu: int | None = SERVER_CPU, env: dict[str, str] | None 
 
 def broker_pid(run_dir: Path) -> int:
     return int((run_dir / "mshared.lock").read_text().split()[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) all threads of pid have used so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of pid, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for pid {pid}")
+
+
+class Clients:
+    """Client processes, each `python -c code *argv`, driven by lines over their pipes.
+
+    They inherit this process's CPU affinity (pin it first) and share one
+    process group, so kill() ends them all with one signal. Use as a context
+    manager: on exit their stdin closes, and every one is reaped (killed if it
+    does not exit) and its pipes closed.
+    """
+
+    def __init__(self, code: str, argvs: Sequence[Sequence[str]]) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        try:
+            for argv in argvs:
+                group = self.procs[0].pid if self.procs else 0
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", code, *argv],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        process_group=group,
+                    )
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    def expect(self, word: str) -> list[list[str]]:
+        """One line from each client, which must start with word; the words after it, per client."""
+        replies = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            words = proc.stdout.readline().split()
+            if not words or words[0] != word:
+                raise RuntimeError(f"client {proc.pid} said {words!r}, expected {word!r} (exit status {proc.poll()})")
+            replies.append(words[1:])
+        return replies
+
+    def send(self, line: str) -> None:
+        """Write line to every client, as close together as possible."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+
+    def send_each(self, lines: Sequence[str]) -> None:
+        """Write one line to each client, in order."""
+        for proc, line in zip(self.procs, lines, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+
+    def kill(self) -> None:
+        """SIGKILL to every client at once (one kill(2) on their process group)."""
+        if self.procs:
+            os.killpg(self.procs[0].pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def write_json(path: Path | None, data: dict[str, Any]) -> None:
