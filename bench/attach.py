@@ -158,6 +158,7 @@ def measure_size(ns: mshare.Namespace, size: int, raw: RawFloor, args: argparse.
         rounds["create"].append(common.summary(timed(ops.create, args.ops // 4, ops.drop_created)))
         rounds["create_unlink"].append(common.summary(timed(ops.create_unlink, args.ops // 4)))
     shm.close()
+    resource_tracker.register(shm._name, "shared_memory")  # type: ignore[attr-defined]  # unlink() unregisters it
     shm.unlink()
     ns.unlink(ops.path)
     return {
@@ -200,16 +201,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--ops", type=int, default=400, help="operations per measurement per round")
     parser.add_argument("--spin-us", type=int, default=0, help="run the broker with --spin-us N")
+    parser.add_argument("--client-spin-us", type=int, default=0, help="and this client with MSHARE_SPIN_US=N")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if len(common.cpus()) < 2:
         parser.error("needs two CPUs to place client and server apart")
     common.pin_self(common.CLIENT_CPU)
+    os.environ["MSHARE_SPIN_US"] = str(args.client_spin_us)
     extra = ("--alignment", "1M", *(("--spin-us", str(args.spin_us)) if args.spin_us else ()))
     with common.broker(*extra) as run_dir:
         results = measure(args, run_dir)
     placement = f"client on CPU {common.CLIENT_CPU}; broker threads and raw helper on CPU {common.SERVER_CPU}"
-    print(f"attach latency, {args.rounds} rounds x {args.ops} operations, {placement}, broker spin {args.spin_us} us\n")
+    print(
+        f"attach latency, {args.rounds} rounds x {args.ops} operations, {placement}, "
+        f"broker spin {args.spin_us} us, client spin {args.client_spin_us} us\n"
+    )
     for label, by_op in results.items():
         rows = [
             [NAMES[name], f"{v['p50_us']:.0f}", f"{v['p99_us']:.0f}", f"{v['ratio_to_raw']:.2f}"] for name, v in by_op.items()
@@ -217,8 +223,8 @@ def main() -> int:
         print(f"{label} regions")
         print(common.table(["operation", "p50 us", "p99 us", "p50 / raw floor"], rows))
         print()
-    common.write_json(args.json, {"placement": placement, "rounds": args.rounds, "ops": args.ops, "spin_us": args.spin_us,
-                                  "results": results})  # fmt: skip
+    settings = {"rounds": args.rounds, "ops": args.ops, "spin_us": args.spin_us, "client_spin_us": args.client_spin_us}
+    common.write_json(args.json, {"placement": placement, **settings, "results": results})
     return 0
 
 
