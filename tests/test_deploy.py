@@ -599,3 +599,13 @@ def test_type_notify_reaches_systemd(start_broker: Callable[..., BrokerProcess],
             assert "STOPPING=1" in notify.recv(4096).decode().splitlines()
         finally:
             os.unlink(address)
+
+
+def test_tmpfiles_snippet_creates_a_run_dir_clients_accept(tmp_path: Path) -> None:
+    tmpfiles = tool("systemd-tmpfiles", "Debian package systemd")
+    config = SYSTEMD / "mshare.tmpfiles.conf"
+    result = subprocess.run([tmpfiles, "--create", f"--root={tmp_path}", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = tmp_path / "run" / "mshare"
+    st = run_dir.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o755 and st.st_uid == 10001
