@@ -201,13 +201,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--ops", type=int, default=400, help="operations per measurement per round")
     parser.add_argument("--spin-us", type=int, default=0, help="run the broker with --spin-us N")
-    parser.add_argument("--client-spin-us", type=int, default=0, help="and this client with MSHARE_SPIN_US=N")
+    parser.add_argument("--client-spin-us", type=int, default=0, help="and this client with MSHARE_CLIENT_SPIN_US=N")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if len(common.cpus()) < 2:
         parser.error("needs two CPUs to place client and server apart")
     common.pin_self(common.CLIENT_CPU)
-    os.environ["MSHARE_SPIN_US"] = str(args.client_spin_us)
+    os.environ["MSHARE_CLIENT_SPIN_US"] = str(args.client_spin_us)
     extra = ("--alignment", "1M", *(("--spin-us", str(args.spin_us)) if args.spin_us else ()))
     with common.broker(*extra) as run_dir:
         results = measure(args, run_dir)

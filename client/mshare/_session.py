@@ -26,7 +26,7 @@ _ANCILLARY: Final = socket.CMSG_SPACE(4 * 4)
 _RECV_FLAGS: Final = int(socket.MSG_CMSG_CLOEXEC)
 _SPIN_FLAGS: Final = int(socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
 #: Low-latency mode for this process: microseconds to poll for a reply before sleeping (0: off).
-SPIN_US: Final = "MSHARE_SPIN_US"
+SPIN_US: Final = "MSHARE_CLIENT_SPIN_US"
 _TRUNCATED: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 _SCM_RIGHTS: Final = int(socket.SCM_RIGHTS)

@@ -122,7 +122,7 @@ def _candidate_run_dirs() -> list[Path]:
 
 
 def _spin_us() -> int:
-    """$MSHARE_SPIN_US: this process's low-latency mode (poll for replies this long before sleeping)."""
+    """$MSHARE_CLIENT_SPIN_US: this process's low-latency mode (poll for replies this long before sleeping)."""
     text = os.environ.get(SPIN_US, "0") or "0"
     try:
         value = int(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import logging
@@ -658,8 +659,8 @@ class Broker:
                 event = Event(kind, namespace, path, entry, old[0] if old else "", session_id, access)
             elif sees_new:
                 event = Event(EventKind.CREATED, namespace, path, entry)
-            else:
-                event = Event(EventKind.UNLINKED, namespace, old[0], entry)
+            else:  # the entry as it was at the end this watcher sees: its new path is none of its business
+                event = Event(EventKind.UNLINKED, namespace, old[0], dataclasses.replace(entry, path=old[0]))
             if watcher.push(event):
                 self.watches_dropped_total += 1
                 log.warning(

@@ -156,7 +156,7 @@ class Daemon:
         try:
             self._bind_and_serve()
         except BaseException:
-            self.drain()
+            self._close()  # nothing was served: no drain to log or announce, only cleanup
             raise
 
     def _bind_and_serve(self) -> None:
@@ -227,6 +227,11 @@ class Daemon:
         """NOT_SERVING, stop accepting, let in-flight calls finish within the grace period, clean up."""
         log.info("mshared draining: grace %.1fs", self.config.grace)
         sd_notify("STOPPING=1")
+        self._close()
+        log.info("mshared stopped")
+
+    def _close(self) -> None:
+        """Stop whatever has started, remove the sockets, release the run-dir lock."""
         self.health.enter_graceful_shutdown()
         self.sessions.stop_accepting()
         self.broker.close_watches()
@@ -238,7 +243,6 @@ class Daemon:
             self._metrics_server.server_close()
         remove_stale_socket(self.config.grpc_socket)
         self._lock.release()
-        log.info("mshared stopped")
 
     def run(self) -> None:
         self.install_signal_handlers()

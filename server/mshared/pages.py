@@ -74,7 +74,10 @@ def cgroup_room(policy: PagePolicy, proc_cgroup: Path = Path("/proc/self/cgroup"
         return None
     room: int | None = None
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":
             base, limit, usage = root, f"hugetlb.{size}.max", f"hugetlb.{size}.current"
         elif "hugetlb" in controllers.split(","):
@@ -126,9 +129,8 @@ def shortage_message(policy: PagePolicy, size: int) -> str:
     room = cgroup_room(policy)
     if room is not None and room < size:
         return (
-            f"{needed} {kib} kB huge pages needed, but the broker's cgroup allows {max(0, room) // page} more "
-            f"(hugetlb.{'2MB' if page == 2 << 20 else '1GB'}.max; a hugepages-{'2Mi' if page == 2 << 20 else '1Gi'} "
-            "limit in Kubernetes): raise it"
+            f"{needed} {kib} kB huge pages needed, but the broker's cgroup allows {max(0, room) // page} more: "
+            f"raise its hugetlb limit (a hugepages-{'2Mi' if page == 2 << 20 else '1Gi'} limit in Kubernetes)"
         )
     return (
         f"{needed} free {kib} kB huge pages needed, {found.available} available "

@@ -411,7 +411,7 @@ class SessionServer:
                 policy = self.broker.namespace(request.create.namespace or conn.session.namespace).default_policy
         except BrokerError:
             return False  # refused at once, inline
-        return policy.huge_page_bytes > 0
+        return policy.huge_page_bytes > 0 and policy in self.broker.policies  # an unoffered one: EINVAL, inline
 
     def _serve(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
         session = conn.session

@@ -14,6 +14,7 @@ from mshared.broker import Broker, EntryView, Handoff, NamespaceSpec, SessionRec
 from mshared.errors import BrokerError
 from mshared.regions import Access, AddressSpace, GiB, KiB, MiB, PagePolicy, Region, State
 from mshared.tree import Credentials
+from mshared.watch import EventKind
 
 from .backing import Backings, fd_of
 
@@ -642,3 +643,22 @@ def test_hugetlb_1g_geometry_is_checked_before_placement(size: int, start: int) 
     world.create(session, "/live", GiB, start=LOW)
     with refused(errno.EINVAL):
         world.create(session, "/huge", size, start=start, policy=PagePolicy.HUGETLB_1G)
+
+
+def test_a_rename_never_shows_a_watcher_the_end_it_cannot_list(world: World) -> None:
+    broker = world.broker
+    root = world.session(ROOT)
+    broker.mkdir(ROOT, "default", "/pub", 0o755)
+    broker.mkdir(ROOT, "default", "/secret", 0o700)
+    world.create(root, "/pub/r")
+    world.create(root, "/secret/s")
+    watcher = broker.watch(world.session(ALICE), "", "/", recursive=True)
+    snapshot = [watcher.pop(0) for _ in range(4)]
+    assert [e.path for e in snapshot if e is not None] == ["/pub", "/secret", "/pub/r", "/"]
+    broker.rename(ROOT, "default", "/pub/r", "", "/secret/hidden")
+    broker.rename(ROOT, "default", "/secret/s", "", "/pub/arrived")
+    gone, came = watcher.pop(0), watcher.pop(0)
+    assert gone is not None and came is not None and watcher.pop(0) is None
+    assert (gone.kind, gone.path, gone.old_path) == (EventKind.UNLINKED, "/pub/r", "")
+    assert gone.entry is not None and gone.entry.path == "/pub/r"
+    assert (came.kind, came.path, came.old_path) == (EventKind.CREATED, "/pub/arrived", "")
