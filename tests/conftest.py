@@ -27,6 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 10.0
 
 
+def require_tool(name: str, source: str) -> str:
+    """A tool from node_modules, the venv or PATH; skipped when missing, but in CI (.ci/run installs
+    them all) a missing tool fails the test instead."""
+    for directory in (ROOT / "node_modules" / ".bin", VENV_BIN):
+        if (directory / name).exists():
+            return str(directory / name)
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed ({source}); .ci/run installs it")
+        pytest.skip(f"{name} is not installed ({source})")
+    return found
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = DEADLINE, interval: float = 0.01) -> bool:
     """Poll predicate until it is true or the deadline passes; returns its last value."""
     deadline = time.monotonic() + timeout

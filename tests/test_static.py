@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import filecmp
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from .conftest import ROOT
+from .conftest import ROOT, require_tool
 
 GENERATED = ROOT / "client" / "mshare" / "v1"
-
-
-def tool(name: str) -> str:
-    """A tool from node_modules or PATH; in CI a missing tool fails instead of skipping."""
-    local = ROOT / "node_modules" / ".bin" / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; .ci/run installs it")
-        pytest.skip(f"{name} is not installed (npm ci installs it)")
-    return found
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
@@ -37,7 +22,9 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
 
 
 def test_buf_lint() -> None:
-    result = subprocess.run([tool("buf"), "lint"], cwd=ROOT / "proto", capture_output=True, text=True)
+    result = subprocess.run(
+        [require_tool("buf", "npm package @bufbuild/buf"), "lint"], cwd=ROOT / "proto", capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -27,6 +27,11 @@ class BrokerError(Exception):
         return errno.errorcode.get(self.errno, "EIO")
 
     @classmethod
+    def internal(cls) -> BrokerError:
+        """What a client learns of a bug: that it happened, not its traceback (that goes to the log)."""
+        return cls(errno.EIO, "internal error; the broker's log has the details")
+
+    @classmethod
     def from_os_error(cls, exc: OSError, what: str, path: str = "") -> BrokerError:
         """Wrap a kernel refusal (EMFILE, ENOMEM, ...) met while serving a request."""
         value = exc.errno if exc.errno is not None else errno.EIO

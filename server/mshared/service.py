@@ -55,6 +55,14 @@ def error_status(exc: BrokerError) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=exc.message, details=[detail]))
 
 
+def failure_status(exc: Exception, method: str) -> grpc.Status:
+    """The status a failed call ends with: the refusal's errno, or INTERNAL (logged) for a bug."""
+    if isinstance(exc, BrokerError):
+        return error_status(exc)
+    log.exception("internal error in %s", method)
+    return error_status(BrokerError.internal())
+
+
 def _rpc(
     method: Callable[[BrokerServicer, Any, SessionRecord], Response],
 ) -> Callable[[BrokerServicer, Any, grpc.ServicerContext], Response]:
@@ -64,12 +72,9 @@ def _rpc(
     def call(self: BrokerServicer, request: Any, context: grpc.ServicerContext) -> Response:
         try:
             return method(self, request, self._session(context))
-        except BrokerError as exc:
-            status = error_status(exc)
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            status = error_status(BrokerError(errno.EIO, "internal error; the broker's log has the details"))
-        # abort_with_status raises; it must stay outside the except clauses above.
+        except Exception as exc:
+            status = failure_status(exc, method.__name__)
+        # abort_with_status raises; it must stay outside the except clause above.
         context.abort_with_status(status)
         raise AssertionError("unreachable")
 
@@ -86,11 +91,8 @@ def _stream(
         try:
             yield from method(self, request, context, self._session(context))
             return
-        except BrokerError as exc:
-            status = error_status(exc)
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            status = error_status(BrokerError(errno.EIO, "internal error; the broker's log has the details"))
+        except Exception as exc:
+            status = failure_status(exc, method.__name__)
         context.abort_with_status(status)
 
     return call

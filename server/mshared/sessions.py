@@ -376,9 +376,7 @@ class SessionServer:
         except Exception:
             code = "INTERNAL"
             log.exception("internal error serving session request %s", kind)
-            self._reply_error(
-                conn, request.request_id, BrokerError(errno.EIO, "internal error; the broker's log has the details")
-            )
+            self._reply_error(conn, request.request_id, BrokerError.internal())
         self.stats.record(kind, code, time.perf_counter() - started)
 
     def _create_later(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
