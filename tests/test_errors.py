@@ -149,6 +149,8 @@ def test_exdev(configured: BrokerProcess) -> None:
         assert other.info().alignment == 4 * MiB
         ns.create("/r", size=2 * MiB).close()
         expect(errno.EXDEV, OSError, lambda: ns.rename("/r", "/r", dst_namespace="other"), "/r")
+        expect(errno.EXDEV, OSError, lambda: ns.rename("/r", "other:/r"), "/r")
+        expect(errno.ENOENT, FileNotFoundError, lambda: ns.rename("/r", "nosuch:/r"))
         assert ns.stat("/r").kind == "region"
         expect(errno.ENOENT, FileNotFoundError, lambda: other.stat("/r"))
 

@@ -380,7 +380,13 @@ class Namespace:
         self._rpc(self._stub.DeleteDirectory, pb.DeleteDirectoryRequest(path=check_path(path)), path)
 
     def rename(self, src: str, dst: str, *, dst_namespace: str | None = None) -> None:
-        """rename(2): replaces a compatible dst; across namespaces OSError(EXDEV)."""
+        """rename(2): replaces a compatible dst (a region, or an empty directory for a directory).
+
+        dst may name another namespace, as dst_namespace or as "NAMESPACE:/path";
+        a rename across namespaces fails with OSError(EXDEV), as across file systems.
+        """
+        if isinstance(dst, str) and not dst.startswith("/") and ":/" in dst and dst_namespace is None:
+            dst_namespace, dst = dst.split(":", 1)
         request = pb.RenameEntryRequest(
             source_path=check_path(src), destination_path=check_path(dst), destination_namespace=dst_namespace or ""
         )
