@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from typing import Final
 
-from mshare.v1 import broker_service_pb2, resources_pb2
+from mshare.v1 import broker_service_pb2, resources_pb2, session_pb2
 
 from .broker import Broker, Namespace
 from .errors import BrokerError
@@ -38,6 +38,20 @@ def policy_from_proto(number: int) -> PagePolicy | None:
         return _POLICIES_BACK[number]
     except KeyError:
         raise BrokerError(errno.EINVAL, f"unknown page policy {number}") from None
+
+
+def create_args(
+    message: broker_service_pb2.CreateRegionRequest | session_pb2.CreateAndAttachRequest,
+) -> tuple[str, str, int, int, int, PagePolicy | None]:
+    """create_region's arguments from either request that creates a region (they share their fields)."""
+    return (
+        message.namespace,
+        message.path,
+        message.size_bytes,
+        message.mode,
+        message.start,
+        policy_from_proto(message.page_policy),
+    )
 
 
 def policy_to_proto(policy: PagePolicy) -> resources_pb2.PagePolicy:

@@ -158,16 +158,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
 
     @_rpc
     def CreateRegion(self, request: pb.CreateRegionRequest, session: SessionRecord) -> pb.CreateRegionResponse:
-        view, _ = self.broker.create_region(
-            session,
-            request.namespace,
-            request.path,
-            request.size_bytes,
-            request.mode,
-            request.start,
-            convert.policy_from_proto(request.page_policy),
-            attach=False,
-        )
+        view, _ = self.broker.create_region(session, *convert.create_args(request), attach=False)
         return pb.CreateRegionResponse(entry=convert.entry(view))
 
     @_rpc

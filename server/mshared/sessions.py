@@ -434,18 +434,9 @@ class SessionServer:
             raise BrokerError(errno.EINVAL, "empty or unknown request")
 
     def _create(self, conn: Connection, request: session_pb2.SessionRequest, kind: str = "create") -> None:
-        create, session = request.create, conn.session
+        session = conn.session
         assert session is not None
-        _, created = self.broker.create_region(
-            session,
-            create.namespace,
-            create.path,
-            create.size_bytes,
-            create.mode,
-            create.start,
-            convert.policy_from_proto(create.page_policy),
-            attach=True,
-        )
+        _, created = self.broker.create_region(session, *convert.create_args(request.create), attach=True)
         if created is not None:
             self._hand_off(conn, request.request_id, created)
 
