@@ -65,11 +65,6 @@ def code_name(errno_value: int) -> str:
     return ERRNO_CODES.get(errno_value, "INTERNAL")
 
 
-def reason_of(errno_value: int) -> str:
-    """The errno name, as ErrorInfo.reason carries it."""
-    return errno.errorcode.get(errno_value, INTERNAL_REASON)
-
-
 def errno_of(reason: str) -> int:
     """The errno number of a reason; EIO for a reason this table does not know."""
     value = getattr(errno, reason, None)

@@ -54,10 +54,6 @@ def create_args(
     )
 
 
-def policy_to_proto(policy: PagePolicy) -> resources_pb2.PagePolicy:
-    return _POLICIES[policy]
-
-
 def access_from_proto(number: int) -> Access:
     try:
         return _ACCESS_BACK[number]

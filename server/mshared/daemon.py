@@ -216,9 +216,6 @@ class Daemon:
             os._exit(128 + signum)
         self._stop.set()
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     def wait(self) -> None:
         while not self._stop.wait(3600):
             pass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
+from mshare.errors import INTERNAL_REASON
+
 
 class BrokerError(Exception):
     """A request the broker refuses.
@@ -24,7 +26,7 @@ class BrokerError(Exception):
     @property
     def reason(self) -> str:
         """The errno name, for example "EEXIST"."""
-        return errno.errorcode.get(self.errno, "EIO")
+        return errno.errorcode.get(self.errno, INTERNAL_REASON)
 
     @classmethod
     def internal(cls) -> BrokerError:

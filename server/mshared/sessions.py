@@ -229,10 +229,6 @@ class SessionServer:
         os.close(self._wake_w)
         self._epoll.close()
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._conns)
-
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
