@@ -188,6 +188,34 @@ def test_emfile_when_the_broker_runs_out_of_descriptors(start_broker: Callable[.
     assert broker.proc is not None and broker.proc.poll() is None
 
 
+def test_an_open_observes_the_close_just_before_it(start_broker: Callable[..., BrokerProcess]) -> None:
+    """Closing the last attachment of an unlinked region frees its broker descriptor,
+    and the very next open may need that descriptor (a read-only reopen of a memfd)."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    broker = start_broker(preexec_fn=low_limit)
+    with broker.connect() as ns:
+        ns.create("/wanted", size=2 * MiB).close()
+        victim = ns.create("/victim", size=2 * MiB)
+        ns.unlink("/victim")  # lives on while attached, holding one broker descriptor
+        with pytest.raises(OSError) as full:
+            for i in range(100):
+                ns.create(f"/fill{i}", size=2 * MiB).close()
+        assert full.value.errno == errno.EMFILE
+        for _ in range(20):
+            expect(errno.EMFILE, OSError, lambda: ns.open("/wanted", readonly=True))
+            victim.close()
+            with ns.open("/wanted", readonly=True) as wanted:  # takes the descriptor the close freed
+                assert wanted.readonly
+            ns.unlink("/wanted")  # back to where we were: /wanted anew, and a victim holding the last descriptor
+            ns.create("/wanted", size=2 * MiB).close()
+            victim = ns.create("/victim", size=2 * MiB)
+            ns.unlink("/victim")
+        victim.close()
+
+
 DENIED = """
 ns = mshare.connect()
 out = {}

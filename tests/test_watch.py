@@ -58,6 +58,21 @@ def test_snapshot_then_events_in_order(ns: mshare.Namespace) -> None:
     assert events[5].stat is not None and events[5].stat.state == "UNLINKED"
 
 
+def test_close_then_open_events_keep_their_order(ns: mshare.Namespace) -> None:
+    """The broker may answer an open before serving the close sent just before it,
+    but never while someone watches: the events come in the order of the calls."""
+    ns.create("/r", size=2 * MiB).close()
+    with ns.watch("/") as watch:
+        assert take(watch, 2) == [("existing", "/r"), ("synced", "/")]
+        region = ns.open("/r")
+        for _ in range(50):
+            region.close()
+            region = ns.open("/r")
+        region.close()
+        kinds = [kind for kind, _ in take(watch, 102)]
+    assert kinds == ["attached", "detached"] * 51
+
+
 def test_recursive_watch_sees_subdirectories(ns: mshare.Namespace) -> None:
     ns.mkdir("/tree")
     ns.mkdir("/tree/x")

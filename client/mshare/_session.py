@@ -114,7 +114,9 @@ class Session:
 
     def _send(self, request: session_pb2.SessionRequest, *, wait: bool) -> int:
         with self._send_lock:
-            sock = self._live()
+            sock = self._sock
+            if sock is None or self._lost is not None:
+                raise self._ended()
             request_id = self._next_id
             self._next_id += 1
             request.request_id = request_id
@@ -135,12 +137,12 @@ class Session:
         sleeper counts itself before it checks, so no hand-over is missed.
         """
         while True:
-            found = self._replies.pop(request_id, None)
+            found = self._replies.pop(request_id, None) if self._replies else None
             if found is not None:
                 return found
             if self._reader.acquire(blocking=False):
                 try:
-                    found = self._replies.pop(request_id, None)
+                    found = self._replies.pop(request_id, None) if self._replies else None
                     if found is not None:
                         return found
                     while True:
@@ -177,12 +179,14 @@ class Session:
             raise ProtocolError(errno.EPROTO, f"the broker rejected a request: {reply.error.message}")
 
     def _recv(self) -> tuple[session_pb2.SessionResponse, list[int]]:
-        sock = self._live()
+        sock = self._sock
+        if sock is None or self._lost is not None:
+            raise self._ended()
         try:
             data, ancillary, flags = self._spin(sock) if self.spin_ns else sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)[:3]
         except OSError as exc:
             raise self._lose(exc) from exc
-        fds = received_fds(ancillary)
+        fds = received_fds(ancillary) if ancillary else []
         if not data and not fds:
             raise self._lose(None)
         if flags & _TRUNCATED:
@@ -204,11 +208,8 @@ class Session:
                 pass
         return sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)[:3]
 
-    def _live(self) -> socket.socket:
-        sock = self._sock
-        if sock is None or self._lost is not None:
-            raise SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} has ended", self.path)
-        return sock
+    def _ended(self) -> SessionLostError:
+        return SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} has ended", self.path)
 
     def _lose(self, exc: BaseException | None) -> SessionLostError:
         with self._cond:

@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from . import __version__
+from . import region as region_module
 from ._session import SPIN_US, Session, close_all
 from .errors import BrokerUnavailableError, ForkedError, ProtocolError, SessionLostError, os_error
 from .records import (
@@ -173,7 +174,7 @@ class Namespace:
     _channel: grpc.Channel | None = None
 
     def __init__(self, namespace: str, run_dir: Path) -> None:
-        self._pid = os.getpid()
+        self._pid = region_module.pid
         self.run_dir = run_dir
         session_path = str(run_dir / SESSION_SOCKET)
         try:
@@ -204,7 +205,7 @@ class Namespace:
     # -- plumbing -----------------------------------------------------------------
 
     def _live_session(self) -> Session:
-        if self._pid != os.getpid():
+        if self._pid != region_module.pid:
             raise ForkedError(
                 f"this mshare session belongs to process {self._pid}; after fork() call mshare.connect() again in the child"
             )
@@ -239,34 +240,26 @@ class Namespace:
 
     def _adopt(self, reply: session_pb2.SessionResponse, fds: list[int], readonly: bool) -> Region:
         """Map what an attach or create handed over; on any failure end the attachment again."""
-        session = self._live_session()
         desc = reply.attach.descriptor
+        region_id, attachment_id, path = desc.region_id, desc.attachment_id, desc.path
         try:
             if len(fds) != 1:
                 close_all(fds)
                 raise ProtocolError(errno.EPROTO, f"expected one memfd with the region, got {len(fds)}")
             mapping = MAPPINGS.acquire(
-                (self._broker_key, self.epoch, desc.region_id),
+                (self._broker_key, self.epoch, region_id),
                 desc.start,
                 desc.size_bytes,
                 fds[0],
                 not readonly,
-                desc.path,
-                thp=desc.page_policy == resources_pb2.PAGE_POLICY_THP,
+                path,
+                desc.page_policy == resources_pb2.PAGE_POLICY_THP,
             )
         except BaseException:
-            session.send_oneway(self._detach_request([desc.attachment_id]))
+            self._live_session().send_oneway(self._detach_request([attachment_id]))
             raise
-        region = Region(
-            self,
-            mapping,
-            region_id=desc.region_id,
-            attachment_id=desc.attachment_id,
-            path=desc.path,
-            page_size=POLICY_NAMES.get(desc.page_policy, "4k"),
-            readonly=readonly,
-        )
-        self._regions[region.attachment_id] = weakref.ref(region)
+        region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(desc.page_policy, "4k"), readonly)
+        self._regions[attachment_id] = weakref.ref(region)
         return region
 
     @staticmethod
@@ -470,7 +463,7 @@ class Namespace:
         """
         if self._session is None:
             return
-        if self._pid != os.getpid():
+        if self._pid != region_module.pid:
             self._session = None  # a forked child's copy: the parent owns the session
             return
         regions = [ref() for ref in list(self._regions.values())]

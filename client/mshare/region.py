@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _fixedmap
@@ -25,6 +26,10 @@ _MAX_ADDRESS: Final = 1 << 64
 #: References to a handle's ctypes array when no view of it is alive: the
 #: handle's own attribute and getrefcount's argument.
 _UNSHARED_REFS: Final = 2
+
+#: This process's pid, kept current by an at-fork hook: the hot paths compare it
+#: with the pid that made a handle without a getpid() system call each time.
+pid = os.getpid()
 
 
 class Mapping:
@@ -158,16 +163,24 @@ class MappingTable:
             mapping.handles += 1
             return mapping
 
-    def release(self, mapping: Mapping) -> None:
+    def release(self, mapping: Mapping, detach: Callable[[], None]) -> None:
+        """End one handle on mapping: detach() first, then unmap if it was the last handle.
+
+        Telling the broker first lets its wake-up overlap the munmap. The lock is
+        held throughout, so no other thread of this process maps a region the
+        broker placed in the freed range before this mapping is gone.
+        """
         with self._lock:
-            mapping.handles -= 1
-            if mapping.handles > 0:
-                return
-            if self._mappings.get(mapping.key) is mapping:
-                del self._mappings[mapping.key]
-                self._starts.remove(mapping.start)
-                del self._by_start[mapping.start]
-            mapping.release()
+            try:
+                detach()
+            finally:
+                mapping.handles -= 1
+                if mapping.handles == 0:
+                    if self._mappings.get(mapping.key) is mapping:
+                        del self._mappings[mapping.key]
+                        del self._starts[bisect_left(self._starts, mapping.start)]
+                        del self._by_start[mapping.start]
+                    mapping.release()
 
     def forget_after_fork(self) -> None:
         """In a forked child: the inherited mappings belong to the parent's handles; start afresh.
@@ -182,7 +195,15 @@ class MappingTable:
 
 
 MAPPINGS: Final = MappingTable()
-os.register_at_fork(after_in_child=MAPPINGS.forget_after_fork)
+
+
+def _after_fork_in_child() -> None:
+    global pid
+    pid = os.getpid()
+    MAPPINGS.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Region:
@@ -203,7 +224,6 @@ class Region:
         self,
         namespace: Namespace,
         mapping: Mapping,
-        *,
         region_id: int,
         attachment_id: int,
         path: str,
@@ -211,7 +231,7 @@ class Region:
         readonly: bool,
     ) -> None:
         self._namespace = namespace
-        self._pid = os.getpid()
+        self._pid = pid
         self.id = region_id
         self.path = path
         self.page_size = page_size
@@ -269,12 +289,12 @@ class Region:
             return
         self._release_views()
         self._mapping = None
-        if self._pid != os.getpid():
+        if self._pid != pid:
             return  # a forked child's copy: the parent's handle owns the mapping and attachment
-        try:
-            MAPPINGS.release(mapping)
-        finally:
-            self._namespace._detach(self)
+        MAPPINGS.release(mapping, self._detach)
+
+    def _detach(self) -> None:
+        self._namespace._detach(self)
 
     def _release_views(self) -> None:
         view = self._view

@@ -244,7 +244,10 @@ class Broker:
         return view, handoff
 
     def attach(self, session: SessionRecord, namespace: str, path: str, region_id: int, access: Access) -> Handoff:
-        """Open a region by path (or by id, with the same permission checks) for this session."""
+        """Open a region by path (or by id, with the same permission checks) for this session.
+
+        Logs nothing: attach is the hot path, and its caller logs once the reply is out.
+        """
         creds = session.creds
         ns = self.namespace(namespace or session.namespace)
         names = split_path(path) if path else ()
@@ -263,10 +266,7 @@ class Broker:
             require(node, creds, want, path)
             if session.closed:
                 raise BrokerError(errno.ENOENT, "the session has ended")
-            handoff = self._attach_locked(session, node, access, path)
-        # DEBUG, not INFO: attach is the hot path, and a log line costs more than the attach itself.
-        log.debug("region attached: %s:%s size %d by session %d (%s)", ns.name, path, node.size, session.id, access.value)
-        return handoff
+            return self._attach_locked(session, node, access, path)
 
     def detach(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
         with self._lock:

@@ -148,7 +148,7 @@ def remove_stale_socket(path: Path) -> None:
 class Connection:
     """One client connection; replies are sent without blocking, queued when the client lags."""
 
-    __slots__ = ("closed", "creds", "fd", "lock", "outbox", "session", "sock")
+    __slots__ = ("closed", "creds", "deferred", "fd", "lock", "outbox", "seen", "session", "sock")
 
     def __init__(self, sock: socket.socket, creds: Credentials) -> None:
         self.sock = sock
@@ -156,6 +156,9 @@ class Connection:
         self.creds = creds
         self.session: SessionRecord | None = None
         self.outbox: collections.deque[Reply] = collections.deque()
+        # Detaches read but not yet served (see SessionServer._read), and the last request id read.
+        self.deferred: list[session_pb2.SessionRequest] = []
+        self.seen = 0
         # Orders sends against teardown, so a queued fd is never sent after its region is freed.
         self.lock = threading.Lock()
         self.closed = False
@@ -273,23 +276,19 @@ class SessionServer:
         return self._epoll.poll(timeout)
 
     def _dispatch(self, fd: int, mask: int) -> None:
-        if fd == self._wake_r:
+        conn = self._conns.get(fd)
+        if conn is not None:
+            if mask & _OUTPUT_EVENT:
+                self._flush(conn)
+            if mask & _INPUT_EVENTS and not conn.closed:
+                self._read(conn)
+        elif fd == self._wake_r:
             try:
                 os.read(self._wake_r, 4096)
             except BlockingIOError:
                 pass
-            return
-        listener = self._listener
-        if listener is not None and fd == listener.fileno():
-            self._accept(listener)
-            return
-        conn = self._conns.get(fd)
-        if conn is None:
-            return
-        if mask & _OUTPUT_EVENT:
-            self._flush(conn)
-        if mask & _INPUT_EVENTS and not conn.closed:
-            self._read(conn)
+        elif self._listener is not None and fd == self._listener.fileno():
+            self._accept(self._listener)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -323,26 +322,49 @@ class SessionServer:
             self._epoll.register(self._listener.fileno(), select.EPOLLIN)
 
     def _read(self, conn: Connection) -> None:
-        for _ in range(BATCH):
-            try:
-                data, ancillary, flags, _ = conn.sock.recvmsg(MAX_PACKET, _ANCILLARY, _RECV_FLAGS)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.debug("session socket error: %s", exc)
-                self._close(conn)
-                return
-            if ancillary and close_fds(ancillary):
-                log.warning("closed descriptors a client (uid %d pid %d) sent to the broker", conn.creds.uid, conn.creds.pid)
-            if not data and not ancillary:
-                self._close(conn)
-                return
-            if flags & _TRUNCATED:
-                self._refuse(conn, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors"))
-            else:
-                self._handle(conn, data)
-            if conn.outbox or conn.closed:
-                return
+        """Serve up to BATCH requests; the batch's detaches are served after its replies are sent.
+
+        A client that closes one region and opens another sends a detach and
+        then an attach; the detach (which has no reply) waits for the attach's
+        reply to be out. Nothing else may overtake a detach, and nothing does
+        while events are watched, whose order it would change; an attach
+        depends on earlier detaches only through what they free, so one that
+        fails is tried again after them. The session counts a request as seen
+        (for gRPC calls that must observe it) only once every detach before it
+        is served.
+        """
+        try:
+            for _ in range(BATCH):
+                try:
+                    data, ancillary, flags, _ = conn.sock.recvmsg(MAX_PACKET, _ANCILLARY, _RECV_FLAGS)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    log.debug("session socket error: %s", exc)
+                    self._close(conn)
+                    return
+                if ancillary and close_fds(ancillary):
+                    log.warning("closed descriptors a client (uid %d pid %d) sent to the broker", conn.creds.uid, conn.creds.pid)
+                if not data and not ancillary:
+                    self._close(conn)
+                    return
+                if flags & _TRUNCATED:
+                    too_big = BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors")
+                    self._refuse(conn, too_big)
+                else:
+                    self._handle(conn, data)
+                if conn.outbox or conn.closed:
+                    return
+        finally:
+            if conn.deferred and not conn.closed:
+                self._serve_deferred(conn)
+
+    def _serve_deferred(self, conn: Connection) -> None:
+        deferred, conn.deferred = conn.deferred, []
+        for request in deferred:
+            self._answer(conn, request, "detach", self._serve)
+        if conn.session is not None:
+            conn.session.mark_seen(conn.seen)
 
     # -- requests -------------------------------------------------------------------
 
@@ -353,11 +375,23 @@ class SessionServer:
             self._refuse(conn, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
             return
         kind = request.WhichOneof("body") or "invalid"
-        if kind == "create" and self._is_slow(conn, request):
-            self._create_later(conn, request, kind)
-        else:
+        conn.seen = request.request_id
+        session = conn.session
+        if session is None:
             self._answer(conn, request, kind, self._serve)
-        if conn.session is not None:
+        elif kind == "attach":
+            self._answer(conn, request, kind, self._attach)  # the hot path: straight to its handler
+        elif kind == "detach" and not self.broker.watch_count():
+            conn.deferred.append(request)
+            return
+        else:
+            if conn.deferred:
+                self._serve_deferred(conn)
+            if kind == "create" and self._is_slow(session, request):
+                self._create_later(conn, request, kind)
+            else:
+                self._answer(conn, request, kind, self._serve)
+        if conn.session is not None and not conn.deferred:
             conn.session.mark_seen(request.request_id)
 
     def _answer(self, conn: Connection, request: session_pb2.SessionRequest, kind: str, serve: Serve) -> None:
@@ -395,19 +429,18 @@ class SessionServer:
 
         self._workers.submit(create)
 
-    def _is_slow(self, conn: Connection, request: session_pb2.SessionRequest) -> bool:
+    def _is_slow(self, session: SessionRecord, request: session_pb2.SessionRequest) -> bool:
         """A hugetlb create fallocates the whole region (seconds for many GiB): it runs on a worker."""
-        if conn.session is None:
-            return False
         try:
             policy = convert.policy_from_proto(request.create.page_policy)
             if policy is None:
-                policy = self.broker.namespace(request.create.namespace or conn.session.namespace).default_policy
+                policy = self.broker.namespace(request.create.namespace or session.namespace).default_policy
         except BrokerError:
             return False  # refused at once, inline
         return policy.huge_page_bytes > 0 and policy in self.broker.policies  # an unoffered one: EINVAL, inline
 
     def _serve(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+        """Every request but an attach of a live session, which _handle sends straight to _attach."""
         session = conn.session
         if kind == "hello":
             self._hello(conn, request.request_id, request.hello)
@@ -416,18 +449,35 @@ class SessionServer:
             raise BrokerError(errno.ENOTCONN, "the first request of a session must be hello")
         if kind == "detach":
             self.broker.detach(session, request.detach.attachment_ids)
-        elif kind == "attach":
-            attach = request.attach
-            if attach.access == resources_pb2.ACCESS_UNSPECIFIED:
-                raise BrokerError(errno.EINVAL, "attach needs an access mode")
-            handoff = self.broker.attach(
-                session, attach.namespace, attach.path, attach.region_id, convert.access_from_proto(attach.access)
-            )
-            self._hand_off(conn, request.request_id, handoff)
         elif kind == "create":
             self._create(conn, request, kind)
         else:
             raise BrokerError(errno.EINVAL, "empty or unknown request")
+
+    def _attach(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+        session = conn.session
+        assert session is not None
+        attach = request.attach
+        if attach.access == resources_pb2.ACCESS_UNSPECIFIED:
+            raise BrokerError(errno.EINVAL, "attach needs an access mode")
+        args = (session, attach.namespace, attach.path, attach.region_id, convert.access_from_proto(attach.access))
+        try:
+            handoff = self.broker.attach(*args)
+        except BrokerError:
+            if not conn.deferred:
+                raise
+            self._serve_deferred(conn)  # they may free what it lacked
+            handoff = self.broker.attach(*args)
+        self._hand_off(conn, request.request_id, handoff)
+        # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
+        log.debug(
+            "region attached: %s:%s size %d by session %d (%s)",
+            handoff.namespace,
+            handoff.path,
+            handoff.size,
+            session.id,
+            handoff.access.value,
+        )
 
     def _create(self, conn: Connection, request: session_pb2.SessionRequest, kind: str = "create") -> None:
         session = conn.session
@@ -464,9 +514,8 @@ class SessionServer:
         self._send(conn, response, -1)
 
     def _hand_off(self, conn: Connection, request_id: int, handoff: Handoff) -> None:
-        response = session_pb2.SessionResponse(
-            request_id=request_id, attach=session_pb2.AttachResponse(descriptor=convert.descriptor(handoff))
-        )
+        response = session_pb2.SessionResponse(request_id=request_id)
+        convert.fill_descriptor(response.attach.descriptor, handoff)
         self._send(conn, response, handoff.fd)
 
     def _refuse(self, conn: Connection, exc: BrokerError) -> None:
@@ -494,12 +543,14 @@ class SessionServer:
             if not conn.outbox:
                 try:
                     conn.sock.sendmsg([data], ancillary, _SEND_FLAGS)
-                    self._handed_off(conn, fd >= 0, None)
-                    return
                 except BlockingIOError:
                     self._epoll.modify(conn.fd, _WRITABLE)
                 except OSError as exc:
                     self._handed_off(conn, fd >= 0, exc)
+                    return
+                else:
+                    if fd >= 0:
+                        self.stats.handoff(True)
                     return
             conn.outbox.append((data, ancillary, fd >= 0))
 

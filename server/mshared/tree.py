@@ -51,13 +51,14 @@ def split_path(path: str) -> tuple[str, ...]:
     """
     if not path.startswith("/") or "\0" in path:
         raise BrokerError(errno.EINVAL, "a path must be absolute and must not contain NUL", path)
-    if len(path.encode()) > PATH_MAX:
+    # A character is at most 4 bytes of UTF-8: only long strings need encoding to be measured.
+    if len(path) > PATH_MAX // 4 and len(path.encode()) > PATH_MAX:
         raise BrokerError(errno.ENAMETOOLONG, f"path longer than {PATH_MAX} bytes", path[:64] + "...")
-    names = tuple(name for name in path.split("/") if name)
+    names = tuple(filter(None, path.split("/")))
     for name in names:
-        if name in (".", ".."):
+        if name == "." or name == "..":
             raise BrokerError(errno.EINVAL, f"{name!r} is not allowed in a path", path)
-        if len(name.encode()) > NAME_MAX:
+        if len(name) > NAME_MAX // 4 and len(name.encode()) > NAME_MAX:
             raise BrokerError(errno.ENAMETOOLONG, f"name longer than {NAME_MAX} bytes", path)
     return names
 
