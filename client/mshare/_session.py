@@ -97,7 +97,7 @@ class Session:
 
         Returns the reply and the fds that came with it (the caller owns them).
         """
-        request_id = self._send(request, wait=True)
+        request_id = self._send(request, True)
         try:
             reply, fds = self._wait(request_id)
         finally:
@@ -110,20 +110,20 @@ class Session:
 
     def send_oneway(self, request: session_pb2.SessionRequest) -> None:
         """Send a request that gets no reply (detach); a later call of this session observes it."""
-        self._send(request, wait=False)
+        self._send(request, False)
 
-    def _send(self, request: session_pb2.SessionRequest, *, wait: bool) -> int:
+    def _send(self, request: session_pb2.SessionRequest, wait: bool) -> int:
         with self._send_lock:
             sock = self._sock
             if sock is None or self._lost is not None:
                 raise self._ended()
             request_id = self._next_id
-            self._next_id += 1
+            self._next_id = request_id + 1
             request.request_id = request_id
             if wait:
                 self._waiting.add(request_id)
             try:
-                sock.sendmsg([request.SerializeToString()])
+                sock.send(request.SerializeToString())
             except OSError as exc:
                 raise self._lose(exc) from exc
             self.last_sent = request_id
@@ -183,7 +183,7 @@ class Session:
         if sock is None or self._lost is not None:
             raise self._ended()
         try:
-            data, ancillary, flags = self._spin(sock) if self.spin_ns else sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)[:3]
+            data, ancillary, flags, _ = self._spin(sock) if self.spin_ns else sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)
         except OSError as exc:
             raise self._lose(exc) from exc
         fds = received_fds(ancillary) if ancillary else []
@@ -198,15 +198,15 @@ class Session:
             close_all(fds)
             raise ProtocolError(errno.EPROTO, "the broker sent a reply this client cannot decode") from None
 
-    def _spin(self, sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
+    def _spin(self, sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]], int, object]:
         """Low-latency mode: poll without sleeping for spin_ns before blocking (a wake-up costs tens of us)."""
         deadline = time.perf_counter_ns() + self.spin_ns
         while time.perf_counter_ns() < deadline:
             try:
-                return sock.recvmsg(MAX_REPLY, _ANCILLARY, _SPIN_FLAGS)[:3]
+                return sock.recvmsg(MAX_REPLY, _ANCILLARY, _SPIN_FLAGS)
             except BlockingIOError:
                 pass
-        return sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)[:3]
+        return sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)
 
     def _ended(self) -> SessionLostError:
         return SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} has ended", self.path)

@@ -47,6 +47,10 @@ MAX_WATCHES_PER_SESSION: Final = 4
 MAX_WATCHES_PER_UID: Final = 8
 MAX_WATCHES: Final = 32
 
+#: Paths a session's lookup cache keeps (it starts afresh when full): enough for the regions
+#: a process opens over and over, little memory per session.
+RESOLVED_PER_SESSION: Final = 64
+
 #: Regions read per lock hold when metrics are scraped.
 STATS_CHUNK: Final = 1000
 
@@ -109,6 +113,8 @@ class Broker:
         self._sessions: dict[int, SessionRecord] = {}
         self._tokens: dict[str, SessionRecord] = {}
         self._watchers: dict[int, Watcher] = {}
+        # Bumped by every change to a name, mode or owner: the sessions' cached path lookups go stale.
+        self._generation = 0
         self.freed_total = {name: 0 for name in self._namespaces}
         self.sessions_reclaimed_total = 0
         self.address_conflicts_total = 0
@@ -246,27 +252,44 @@ class Broker:
     def attach(self, session: SessionRecord, namespace: str, path: str, region_id: int, access: Access) -> Handoff:
         """Open a region by path (or by id, with the same permission checks) for this session.
 
+        A path the session opened before with the same access resolves from its
+        cache, valid while no name, mode or owner in any tree has changed since.
         Logs nothing: attach is the hot path, and its caller logs once the reply is out.
         """
-        creds = session.creds
-        ns = self.namespace(namespace or session.namespace)
-        names = split_path(path) if path else ()
-        want = R_OK | (W_OK if access is Access.READ_WRITE else 0)
+        key = (namespace, path, access)
         with self._lock:
-            if path:
-                node = ns.tree.lookup(names, creds, path)
-                if not isinstance(node, Region):
-                    raise BrokerError(errno.EISDIR, "", path)
-            else:
-                found = self._regions.get(region_id)
-                if found is None or found.namespace != ns.name or found.state is not State.ACTIVE:
-                    raise BrokerError(errno.ENOENT, f"no region with id {region_id}")
-                node, path = found, found.path
-                ns.tree.check_reachable(node, creds, path)
-            require(node, creds, want, path)
+            if session.resolved_generation != self._generation:
+                session.resolved.clear()
+                session.resolved_generation = self._generation
+            region = session.resolved.get(key) if path else None
+            if region is None:
+                region, path = self._resolve_locked(session, namespace, path, region_id, access)
+                if key[1]:
+                    if len(session.resolved) >= RESOLVED_PER_SESSION:
+                        session.resolved.clear()
+                    session.resolved[key] = region
             if session.closed:
                 raise BrokerError(errno.ENOENT, "the session has ended")
-            return self._attach_locked(session, node, access, path)
+            return self._attach_locked(session, region, access, path)
+
+    def _resolve_locked(
+        self, session: SessionRecord, namespace: str, path: str, region_id: int, access: Access
+    ) -> tuple[Region, str]:
+        """The region to attach and its path, with every permission check of an open."""
+        creds = session.creds
+        ns = self.namespace(namespace or session.namespace)
+        if path:
+            node = ns.tree.lookup(split_path(path), creds, path)
+            if not isinstance(node, Region):
+                raise BrokerError(errno.EISDIR, "", path)
+        else:
+            found = self._regions.get(region_id)
+            if found is None or found.namespace != ns.name or found.state is not State.ACTIVE:
+                raise BrokerError(errno.ENOENT, f"no region with id {region_id}")
+            node, path = found, found.path
+            ns.tree.check_reachable(node, creds, path)
+        require(node, creds, R_OK | (W_OK if access is Access.READ_WRITE else 0), path)
+        return node, path
 
     def detach(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
         with self._lock:
@@ -391,6 +414,7 @@ class Broker:
             if node.children or node.pending:
                 raise BrokerError(errno.ENOTEMPTY, "", path)
             parent.unlink(names[-1])
+            self._generation += 1
             self._emit(EventKind.UNLINKED, node, path, parent, ns.name)
         log.info("directory removed: %s:%s", ns.name, path)
 
@@ -434,6 +458,7 @@ class Broker:
                 else:
                     self._emit(EventKind.UNLINKED, existing, dst, dst_parent, ns.name)
             dst_parent.link(dst_names[-1], node)
+            self._generation += 1
             self._emit(EventKind.RENAMED, node, dst, dst_parent, ns.name, old=(src, src_parent))
             view = self._view(node, ns.name)
         log.info("renamed: %s:%s -> %s", ns.name, src, dst)
@@ -449,6 +474,7 @@ class Broker:
             if not creds.is_root and not creds.in_group(node.gid):
                 mode &= ~stat.S_ISGID
             node.mode = mode
+            self._generation += 1
             view = self._view(node, ns.name)
         log.info("mode changed: %s:%s %04o", ns.name, path, mode)
         return view
@@ -467,6 +493,7 @@ class Broker:
                 node.uid = uid
             if gid != -1:
                 node.gid = gid
+            self._generation += 1
             view = self._view(node, ns.name)
         log.info("owner changed: %s:%s %d:%d", ns.name, path, view.uid, view.gid)
         return view
@@ -604,6 +631,7 @@ class Broker:
 
     def _unlinked_locked(self, region: Region, path: str, parent: Directory) -> None:
         region.state = State.UNLINKED
+        self._generation += 1
         region.last_path = path
         self._emit(EventKind.UNLINKED, region, path, parent)
         log.info("region unlinked: %s:%s id %d, %d attachments", region.namespace, path, region.id, region.attach_count)

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .regions import Access, Attachment, PagePolicy, State, pagetable_bytes
+from .regions import Access, Attachment, PagePolicy, Region, State, pagetable_bytes
 from .tree import Credentials
 
 
@@ -89,7 +89,20 @@ class Handoff(NamedTuple):
 class SessionRecord:
     """The broker's side of one session: identity, token, attachments, and how far it has been read."""
 
-    __slots__ = ("_cond", "_seen", "_waiting", "attachments", "client_version", "closed", "creds", "id", "namespace", "token")
+    __slots__ = (
+        "_cond",
+        "_seen",
+        "_waiting",
+        "attachments",
+        "client_version",
+        "closed",
+        "creds",
+        "id",
+        "namespace",
+        "resolved",
+        "resolved_generation",
+        "token",
+    )
 
     def __init__(self, session_id: int, creds: Credentials, namespace: str, client_version: str) -> None:
         self.id = session_id
@@ -99,6 +112,10 @@ class SessionRecord:
         self.client_version = client_version
         self.attachments: dict[int, Attachment] = {}
         self.closed = False
+        # The broker's cache of this session's opens by path: (namespace, path, access) -> region,
+        # valid while the broker's generation equals resolved_generation.
+        self.resolved: dict[tuple[str, str, Access], Region] = {}
+        self.resolved_generation = -1
         self._seen = 0
         self._waiting = 0
         # Guards _seen only; gRPC threads wait on it for the session loop (never the reverse).

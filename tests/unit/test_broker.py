@@ -335,6 +335,49 @@ def test_attach_by_path_and_by_id(world: World, alice: SessionRecord) -> None:
     assert world.broker.stat(ALICE, "default", "/r").attach_count == 2
 
 
+#: What may happen between two opens of one path by one session, and what the second open must see.
+CHANGES: Final[dict[str, tuple[Callable[[World], object], int | None]]] = {
+    "chmod": (lambda w: w.broker.chmod(ROOT, "default", "/d/r", 0o600), errno.EACCES),
+    "chmod of the directory": (lambda w: w.broker.chmod(ROOT, "default", "/d", 0o700), errno.EACCES),
+    "chown": (lambda w: w.broker.chown(ROOT, "default", "/d/r", BOB.uid, -1), errno.EACCES),  # owner bits: none
+    "unlink": (lambda w: w.broker.unlink(ROOT, "default", "/d/r"), errno.ENOENT),
+    "rename": (lambda w: w.broker.rename(ROOT, "default", "/d/r", "", "/d/moved"), errno.ENOENT),
+    "rename of the directory": (lambda w: w.broker.rename(ROOT, "default", "/d", "", "/e"), errno.ENOENT),
+    "rename over it": (lambda w: w.broker.rename(ROOT, "default", "/d/other", "", "/d/r"), None),
+    "create elsewhere": (lambda w: w.create(w.session(ROOT), "/d/more"), None),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_an_open_sees_every_change_since_the_last_open_of_the_path(world: World, change: str) -> None:
+    root = world.session(ROOT)
+    world.broker.mkdir(ROOT, "default", "/d", 0o755)
+    first = world.create(root, "/d/r", mode=0o066)
+    other = world.create(root, "/d/other", mode=0o666)
+    bob = world.session(BOB)
+    assert world.broker.attach(bob, "", "/d/r", 0, RW).region_id == first.id
+    assert world.broker.attach(bob, "", "/d/r", 0, RW).region_id == first.id  # the second from the cache
+    make_change, refusal = CHANGES[change]
+    make_change(world)
+    if refusal is not None:
+        with refused(refusal):
+            world.broker.attach(bob, "", "/d/r", 0, RW)
+    else:
+        expected = other.id if change == "rename over it" else first.id
+        assert world.broker.attach(bob, "", "/d/r", 0, RW).region_id == expected
+
+
+def test_cached_opens_are_per_session_and_per_access(world: World, alice: SessionRecord) -> None:
+    view = world.create(alice, "/r", mode=0o640)
+    world.broker.attach(alice, "", "/r", 0, RW)
+    with refused(errno.EACCES):
+        world.broker.attach(world.session(BOB), "", "/r", 0, RW)  # group r only
+    world.broker.attach(world.session(BOB), "", "/r", 0, RO)
+    with refused(errno.ENOENT):
+        world.broker.attach(alice, "other", "/r", 0, RW)  # the same path in another namespace
+    assert world.region(view.id).attach_count == 2
+
+
 def test_attach_by_id_checks_the_same_permissions(world: World, alice: SessionRecord) -> None:
     view = world.create(alice, "/r", mode=0o640)
     with refused(errno.EACCES):
