@@ -15,7 +15,7 @@ from typing import Final
 from google.protobuf.message import DecodeError
 
 from .errors import ProtocolError, SessionLostError, os_error
-from .v1 import session_pb2
+from .v1 import resources_pb2, session_pb2
 
 PROTOCOL_VERSION: Final = 1
 #: Replies are small (a descriptor or an error); anything larger is a protocol error.
@@ -30,11 +30,10 @@ SPIN_US: Final = "MSHARE_CLIENT_SPIN_US"
 _TRUNCATED: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 _SCM_RIGHTS: Final = int(socket.SCM_RIGHTS)
+_ONE_FD: Final = (_SOL_SOCKET, _SCM_RIGHTS)
 
 
 def received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
-    if len(ancillary) == 1 and len(ancillary[0][2]) == 4 and ancillary[0][:2] == (_SOL_SOCKET, _SCM_RIGHTS):
-        return [int.from_bytes(ancillary[0][2], sys.byteorder, signed=True)]  # the usual single memfd
     fds = array.array("i")
     for level, kind, data in ancillary:
         if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
@@ -80,6 +79,11 @@ class Session:
         self._waiting: set[int] = set()
         self._lost: BaseException | None = None
         self.spin_ns = spin_us * 1000
+        # Messages for the hot paths, filled and sent under _send_lock: building one costs microseconds.
+        self._attach_message = session_pb2.SessionRequest()
+        self._attach_message.attach.access = resources_pb2.ACCESS_READ_WRITE
+        self._detach_message = session_pb2.SessionRequest()
+        self._detach_message.detach.SetInParent()
         _SESSIONS.add(self)
 
     def hello(self, namespace: str, client_version: str) -> session_pb2.HelloResponse:
@@ -97,7 +101,47 @@ class Session:
 
         Returns the reply and the fds that came with it (the caller owns them).
         """
-        request_id = self._send(request, True)
+        with self._send_lock:
+            request_id = self._send_locked(request, True)
+        return self._reply(request_id)
+
+    def attach(self, path: str, access: resources_pb2.Access) -> tuple[session_pb2.SessionResponse, list[int]]:
+        """call() with an attach request by path (the hot path: the message is reused)."""
+        with self._send_lock:
+            attach = self._attach_message.attach
+            attach.path = path
+            attach.access = access
+            request_id = self._send_locked(self._attach_message, True)
+        return self._reply(request_id)
+
+    def detach(self, attachment_ids: list[int]) -> None:
+        """Send a detach, which gets no reply; every later call of this session observes it."""
+        with self._send_lock:
+            ids = self._detach_message.detach.attachment_ids
+            ids.extend(attachment_ids)
+            try:
+                self._send_locked(self._detach_message, False)
+            finally:
+                del ids[:]
+
+    def _send_locked(self, request: session_pb2.SessionRequest, wait: bool) -> int:
+        """Number and send a request; the caller holds _send_lock, so ids reach the broker in order."""
+        sock = self._sock
+        if sock is None or self._lost is not None:
+            raise self._ended()
+        request_id = self._next_id
+        self._next_id = request_id + 1
+        request.request_id = request_id
+        if wait:
+            self._waiting.add(request_id)
+        try:
+            sock.send(request.SerializeToString())
+        except OSError as exc:
+            raise self._lose(exc) from exc
+        self.last_sent = request_id
+        return request_id
+
+    def _reply(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
         try:
             reply, fds = self._wait(request_id)
         finally:
@@ -107,27 +151,6 @@ class Session:
             error = reply.error
             raise os_error(error.reason, error.message, error.path)
         return reply, fds
-
-    def send_oneway(self, request: session_pb2.SessionRequest) -> None:
-        """Send a request that gets no reply (detach); a later call of this session observes it."""
-        self._send(request, False)
-
-    def _send(self, request: session_pb2.SessionRequest, wait: bool) -> int:
-        with self._send_lock:
-            sock = self._sock
-            if sock is None or self._lost is not None:
-                raise self._ended()
-            request_id = self._next_id
-            self._next_id = request_id + 1
-            request.request_id = request_id
-            if wait:
-                self._waiting.add(request_id)
-            try:
-                sock.send(request.SerializeToString())
-            except OSError as exc:
-                raise self._lose(exc) from exc
-            self.last_sent = request_id
-            return request_id
 
     def _wait(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
         """Our reply: read it ourselves, or take it from the thread that read it.
@@ -186,7 +209,12 @@ class Session:
             data, ancillary, flags, _ = self._spin(sock) if self.spin_ns else sock.recvmsg(MAX_REPLY, _ANCILLARY, _RECV_FLAGS)
         except OSError as exc:
             raise self._lose(exc) from exc
-        fds = received_fds(ancillary) if ancillary else []
+        if not ancillary:
+            fds = []
+        elif len(ancillary) == 1 and len(ancillary[0][2]) == 4 and ancillary[0][:2] == _ONE_FD:
+            fds = [int.from_bytes(ancillary[0][2], sys.byteorder, signed=True)]  # the usual single memfd
+        else:
+            fds = received_fds(ancillary)
         if not data and not fds:
             raise self._lose(None)
         if flags & _TRUNCATED:

@@ -63,8 +63,14 @@ LIST_PAGE: Final = 1000
 T = TypeVar("T")
 
 
+_READ_ONLY: Final = resources_pb2.ACCESS_READ_ONLY
+_READ_WRITE: Final = resources_pb2.ACCESS_READ_WRITE
+
+
 def check_path(path: object) -> str:
     """Refuse, before any call, what no broker could accept."""
+    if type(path) is str and path[:1] == "/" and "\0" not in path:
+        return path
     if not isinstance(path, str):
         raise TypeError(f"path must be str, not {type(path).__name__}")
     if not path:
@@ -256,17 +262,11 @@ class Namespace:
                 desc.page_policy == resources_pb2.PAGE_POLICY_THP,
             )
         except BaseException:
-            self._live_session().send_oneway(self._detach_request([attachment_id]))
+            self._live_session().detach([attachment_id])
             raise
         region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(desc.page_policy, "4k"), readonly)
         self._regions[attachment_id] = weakref.ref(region)
         return region
-
-    @staticmethod
-    def _detach_request(attachment_ids: list[int]) -> session_pb2.SessionRequest:
-        request = session_pb2.SessionRequest()
-        request.detach.attachment_ids.extend(attachment_ids)
-        return request
 
     def _detach(self, region: Region) -> None:
         """Called by Region.close(): one packet, no reply; later calls of this session observe it."""
@@ -275,7 +275,7 @@ class Namespace:
         if session is None:
             return
         try:
-            session.send_oneway(self._detach_request([region.attachment_id]))
+            session.detach([region.attachment_id])
         except SessionLostError:
             pass  # the broker ended every attachment of this session already
 
@@ -333,11 +333,8 @@ class Namespace:
             every directory above), IsADirectoryError, OSError(EBUSY).
         """
         check_path(path)
-        request = session_pb2.SessionRequest()
-        request.attach.path = path
-        request.attach.access = resources_pb2.ACCESS_READ_ONLY if readonly else resources_pb2.ACCESS_READ_WRITE
-        reply, fds = self._live_session().call(request)
-        return self._adopt(reply, fds, readonly=bool(readonly))
+        reply, fds = self._live_session().attach(path, _READ_ONLY if readonly else _READ_WRITE)
+        return self._adopt(reply, fds, bool(readonly))
 
     def unlink(self, path: str) -> None:
         """Remove the name now; the region is freed when its last attachment ends."""
