@@ -10,8 +10,9 @@ Every operation is timed from the request to the region unmapped again:
 - create+map+unlink: the same, with close and unlink (a gRPC call) timed.
 
 The client runs on one CPU and the server side (the broker's threads, the raw
-helper) on the other. Baseline and mshare alternate over --rounds rounds; the
-ratios are medians of the per-round ratios of p50s.
+helper) on the other. Baseline and mshare alternate over --rounds rounds, each
+round starting one operation further along, each timed run after WARMUP untimed
+operations of its own; the ratios are medians of the per-round ratios of p50s.
 
     .venv/bin/python bench/attach.py [--rounds 7] [--ops 400] [--spin-us N] [--json bench/results/attach.json]
 """
@@ -89,7 +90,15 @@ class RawFloor:
         _fixedmap.unmap(self.address, self.size, back_to_reservation=False)
 
 
+#: Operations run before each timed run, untimed: the first ones after a switch pay for cold caches.
+WARMUP = 50
+
+
 def timed(op: Callable[[], object], count: int, untimed: Callable[[], object] | None = None) -> list[float]:
+    for _ in range(WARMUP):
+        op()
+        if untimed is not None:
+            untimed()
     samples = []
     for _ in range(count):
         started = time.perf_counter()
@@ -148,15 +157,24 @@ def measure_size(ns: mshare.Namespace, size: int, raw: RawFloor, args: argparse.
     def forget_shm() -> None:
         resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
 
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in NAMES}
-    for _ in range(args.rounds):
-        rounds["raw"].append(common.summary(timed(raw.op, args.ops)))
-        rounds["attach"].append(common.summary(timed(ops.attach, args.ops)))
-        rounds["shm"].append(common.summary(timed(shm_attach(shm.name), args.ops, forget_shm)))
+    def reopen() -> list[float]:
         with ns.open(ops.path):
-            rounds["reopen"].append(common.summary(timed(ops.attach, args.ops)))
-        rounds["create"].append(common.summary(timed(ops.create, args.ops // 4, ops.drop_created)))
-        rounds["create_unlink"].append(common.summary(timed(ops.create_unlink, args.ops // 4)))
+            return timed(ops.attach, args.ops)
+
+    runs: dict[str, Callable[[], list[float]]] = {
+        "raw": lambda: timed(raw.op, args.ops),
+        "attach": lambda: timed(ops.attach, args.ops),
+        "shm": lambda: timed(shm_attach(shm.name), args.ops, forget_shm),
+        "reopen": reopen,
+        "create": lambda: timed(ops.create, args.ops // 4, ops.drop_created),
+        "create_unlink": lambda: timed(ops.create_unlink, args.ops // 4),
+    }
+    order = list(runs)
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in NAMES}
+    for number in range(args.rounds):
+        # Each round starts one further along: no operation always runs right after the same other one.
+        for name in order[number % len(order) :] + order[: number % len(order)]:
+            rounds[name].append(common.summary(runs[name]()))
     shm.close()
     resource_tracker.register(shm._name, "shared_memory")  # type: ignore[attr-defined]  # unlink() unregisters it
     shm.unlink()

@@ -80,7 +80,7 @@ def reserve(start: int, size: int) -> None:
     _noreplace(start, size, PROT_NONE, _RESERVE_FLAGS, -1)
 
 
-def map_shared(start: int, size: int, fd: int, writable: bool, *, over_reservation: bool) -> None:
+def map_shared(start: int, size: int, fd: int, writable: bool, over_reservation: bool) -> None:
     """Map fd MAP_SHARED at exactly start: MAP_FIXED over our own reservation, else MAP_FIXED_NOREPLACE."""
     prot = PROT_READ | (PROT_WRITE if writable else 0)
     if over_reservation:
@@ -89,7 +89,7 @@ def map_shared(start: int, size: int, fd: int, writable: bool, *, over_reservati
         _noreplace(start, size, prot, MAP_SHARED, fd)
 
 
-def unmap(start: int, size: int, *, back_to_reservation: bool) -> None:
+def unmap(start: int, size: int, back_to_reservation: bool) -> None:
     """Drop a mapping; inside the arena the PROT_NONE reservation goes back in the same call (no hole)."""
     if back_to_reservation:
         _call_mmap(start, size, PROT_NONE, _RESERVE_FLAGS | MAP_FIXED, -1)

@@ -6,7 +6,7 @@ import errno
 import os
 import sys
 import threading
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,18 +38,19 @@ class Mapping:
     Owns the memfd and the mapping; released by the last handle.
     """
 
-    _fd = -1
+    __slots__ = ("_fd", "handles", "in_arena", "key", "size", "start", "writable")
 
     def __init__(
         self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, in_arena: bool, thp: bool
     ) -> None:
+        self._fd = -1  # owned only once mapped: the caller closes fd when mapping fails
         self.key = key
         self.start = start
         self.size = size
         self.writable = writable
         self.in_arena = in_arena
         self.handles = 0
-        _fixedmap.map_shared(start, size, fd, writable, over_reservation=in_arena)
+        _fixedmap.map_shared(start, size, fd, writable, in_arena)
         if thp:
             try:
                 _fixedmap.advise_hugepage(start, size)
@@ -66,7 +67,7 @@ class Mapping:
         if fd < 0:
             return
         try:
-            _fixedmap.unmap(self.start, self.size, back_to_reservation=self.in_arena)
+            _fixedmap.unmap(self.start, self.size, self.in_arena)
         finally:
             os.close(fd)
 
@@ -124,7 +125,8 @@ class MappingTable:
         i = bisect_right(self._reserved, (start, _MAX_ADDRESS)) - 1
         return i >= 0 and self._reserved[i][0] <= start and start + size <= self._reserved[i][1]
 
-    def _check_free(self, start: int, size: int, path: str) -> None:
+    def _free_slot(self, start: int, size: int, path: str) -> int:
+        """Where start goes in _starts; EADDRINUSE if [start, start+size) overlaps a mapping."""
         i = bisect_left(self._starts, start + size)
         if i > 0:
             other = self._by_start[self._starts[i - 1]]
@@ -135,6 +137,7 @@ class MappingTable:
                     f"({other.start:#x}-{other.start + other.size:#x})",
                     path,
                 )
+        return i  # every start before i ends at or before start, every one from i on is past its end
 
     def acquire(
         self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, path: str, thp: bool = False
@@ -152,13 +155,13 @@ class MappingTable:
                     raise OSError(errno.EBUSY, "this process maps the region read-only; close those handles first", path)
             else:
                 try:
-                    self._check_free(start, size, path)
+                    slot = self._free_slot(start, size, path)
                     mapping = Mapping(key, start, size, fd, writable, self._in_arena(start, size), thp)
                 except BaseException:
                     os.close(fd)
                     raise
                 self._mappings[key] = mapping
-                insort(self._starts, start)
+                self._starts.insert(slot, start)
                 self._by_start[start] = mapping
             mapping.handles += 1
             return mapping
@@ -216,9 +219,22 @@ class Region:
     it is idempotent. close() never removes the name: that is unlink().
     """
 
-    _mapping: Mapping | None = None
-    _array: ctypes.Array[ctypes.c_ubyte] | None = None
-    _view: memoryview | None = None
+    # Slots: one handle is made per open, and a dict per handle costs time and memory.
+    __slots__ = (
+        "__weakref__",
+        "_array",
+        "_mapping",
+        "_namespace",
+        "_pid",
+        "_view",
+        "attachment_id",
+        "id",
+        "page_size",
+        "path",
+        "readonly",
+        "size",
+        "start",
+    )
 
     def __init__(
         self,
@@ -230,6 +246,9 @@ class Region:
         page_size: str,
         readonly: bool,
     ) -> None:
+        self._mapping: Mapping | None = None  # first: __del__ looks at it even if __init__ fails
+        self._view: memoryview | None = None
+        self._array: ctypes.Array[ctypes.c_ubyte] | None = None
         self._namespace = namespace
         self._pid = pid
         self.id = region_id
