@@ -114,11 +114,11 @@ class Session:
             request_id = self._send_locked(self._attach_message, True)
         return self._reply(request_id)
 
-    def detach(self, attachment_ids: list[int]) -> None:
+    def detach(self, attachment_id: int) -> None:
         """Send a detach, which gets no reply; every later call of this session observes it."""
         with self._send_lock:
             ids = self._detach_message.detach.attachment_ids
-            ids.extend(attachment_ids)
+            ids.append(attachment_id)
             try:
                 self._send_locked(self._detach_message, False)
             finally:

@@ -166,8 +166,8 @@ class MappingTable:
             mapping.handles += 1
             return mapping
 
-    def release(self, mapping: Mapping, detach: Callable[[], None]) -> None:
-        """End one handle on mapping: detach() first, then unmap if it was the last handle.
+    def release(self, mapping: Mapping, detach: Callable[[Region], None], region: Region) -> None:
+        """End one handle on mapping: detach(region) first, then unmap if it was the last handle.
 
         Telling the broker first lets its wake-up overlap the munmap. The lock is
         held throughout, so no other thread of this process maps a region the
@@ -175,7 +175,7 @@ class MappingTable:
         """
         with self._lock:
             try:
-                detach()
+                detach(region)
             finally:
                 mapping.handles -= 1
                 if mapping.handles == 0:
@@ -310,10 +310,7 @@ class Region:
         self._mapping = None
         if self._pid != pid:
             return  # a forked child's copy: the parent's handle owns the mapping and attachment
-        MAPPINGS.release(mapping, self._detach)
-
-    def _detach(self) -> None:
-        self._namespace._detach(self)
+        MAPPINGS.release(mapping, self._namespace._detach, self)
 
     def _release_views(self) -> None:
         view = self._view
