@@ -268,6 +268,40 @@ def test_threads_share_one_session(ns: mshare.Namespace) -> None:
     assert all(ns.stat(f"/t{i}").attach_count == 0 for i in range(8))
 
 
+def test_a_range_freed_by_a_close_is_reused_safely_by_another_thread(ns: mshare.Namespace) -> None:
+    """close() tells the broker before it unmaps; the broker may place a new region in the
+    freed range at once, and another thread of the process must still map it cleanly."""
+    errors: list[BaseException] = []
+
+    def closer() -> None:
+        try:
+            for i in range(300):
+                region = ns.create(f"/gone{i}", size=2 * MiB)
+                ns.unlink(region.path)  # freed by the close below: its range goes back at once
+                region.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def creator() -> None:
+        try:
+            for i in range(300):
+                with ns.create(f"/new{i}", size=2 * MiB) as region:
+                    region.buf[0] = i % 256
+                    region.buf[-1] = i % 256
+                    assert (region.buf[0], region.buf[-1]) == (i % 256, i % 256)
+                ns.unlink(f"/new{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=closer), threading.Thread(target=creator)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert ns.listdir("/") == []
+
+
 def test_forked_child_gets_a_clear_error(ns: mshare.Namespace) -> None:
     region = ns.create("/forked", size=2 * MiB)
     region.buf[0] = 5
