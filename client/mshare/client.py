@@ -262,7 +262,12 @@ class Namespace:
                 desc.page_policy == resources_pb2.PAGE_POLICY_THP,
             )
         except BaseException:
-            self._live_session().detach(attachment_id)
+            session = self._session
+            if session is not None:
+                try:
+                    session.detach(attachment_id)
+                except SessionLostError:
+                    pass  # the broker ended every attachment of this session already
             raise
         region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(desc.page_policy, "4k"), readonly)
         self._regions[attachment_id] = weakref.ref(region)

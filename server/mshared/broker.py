@@ -263,11 +263,12 @@ class Broker:
                 session.resolved_generation = self._generation
             region = session.resolved.get(key) if path else None
             if region is None:
-                region, path = self._resolve_locked(session, namespace, path, region_id, access)
-                if key[1]:
+                region, found_at = self._resolve_locked(session, namespace, path, region_id, access)
+                if path:
                     if len(session.resolved) >= RESOLVED_PER_SESSION:
                         session.resolved.clear()
                     session.resolved[key] = region
+                path = found_at
             if session.closed:
                 raise BrokerError(errno.ENOENT, "the session has ended")
             return self._attach_locked(session, region, access, path)

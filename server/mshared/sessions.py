@@ -290,8 +290,10 @@ class SessionServer:
                 os.read(self._wake_r, 4096)
             except BlockingIOError:
                 pass
-        elif self._listener is not None and fd == self._listener.fileno():
-            self._accept(self._listener)
+        else:
+            listener = self._listener  # stop_accepting() may clear it from another thread
+            if listener is not None and fd == listener.fileno():
+                self._accept(listener)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -361,13 +363,15 @@ class SessionServer:
         finally:
             if conn.deferred and not conn.closed:
                 self._serve_deferred(conn)
+                if conn.session is not None:
+                    conn.session.mark_seen(conn.seen)  # every request read is served now
 
     def _serve_deferred(self, conn: Connection) -> None:
         deferred, conn.deferred = conn.deferred, []
         for request in deferred:
             self._answer(conn, request, "detach", self._serve)
         if conn.session is not None:
-            conn.session.mark_seen(conn.seen)
+            conn.session.mark_seen(deferred[-1].request_id)
 
     # -- requests -------------------------------------------------------------------
 
