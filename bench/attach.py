@@ -14,7 +14,7 @@ helper) on the other. Baseline and mshare alternate over --rounds rounds, each
 round starting one operation further along, each timed run after WARMUP untimed
 operations of its own; the ratios are medians of the per-round ratios of p50s.
 
-    .venv/bin/python bench/attach.py [--rounds 7] [--ops 400] [--spin-us N] [--json bench/results/attach.json]
+    .venv/bin/python bench/attach.py [--rounds 12] [--ops 300] [--spin-us N] [--json bench/results/attach.json]
 """
 
 from __future__ import annotations
@@ -216,8 +216,8 @@ NAMES = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--ops", type=int, default=400, help="operations per measurement per round")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds; each starts one operation further along")
+    parser.add_argument("--ops", type=int, default=300, help="operations per measurement per round")
     parser.add_argument("--spin-us", type=int, default=0, help="run the broker with --spin-us N")
     parser.add_argument("--client-spin-us", type=int, default=0, help="and this client with MSHARE_CLIENT_SPIN_US=N")
     parser.add_argument("--json", type=Path)
