@@ -222,8 +222,7 @@ def main() -> int:
     parser.add_argument("--client-spin-us", type=int, default=0, help="and this client with MSHARE_CLIENT_SPIN_US=N")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if len(common.cpus()) < 2:
-        parser.error("needs two CPUs to place client and server apart")
+    common.require_two_cpus(parser)
     common.pin_self(common.CLIENT_CPU)
     os.environ["MSHARE_CLIENT_SPIN_US"] = str(args.client_spin_us)
     extra = ("--alignment", "1M", *(("--spin-us", str(args.spin_us)) if args.spin_us else ()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -25,6 +26,12 @@ CLIENT_CPU = 1
 
 def cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
+
+
+def require_two_cpus(parser: argparse.ArgumentParser) -> None:
+    """Every benchmark places the broker side and the clients on CPUs of their own."""
+    if len(cpus()) < 2:
+        parser.error("needs two CPUs to place clients and the broker apart")
 
 
 def pin_process(pid: int, cpu: int) -> None:

@@ -328,8 +328,7 @@ def main() -> int:
     parser.add_argument("--list-repeats", type=int, default=3, help="full listings timed (median)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if len(common.cpus()) < 2:
-        parser.error("needs two CPUs to place clients and broker apart")
+    common.require_two_cpus(parser)
     if min(args.regions, args.sessions, args.processes, args.creators, args.ops, args.rounds, args.list_repeats) < 1:
         parser.error("every count must be positive")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -145,8 +145,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="run every case this many times; report medians")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if len(common.cpus()) < 2:
-        parser.error("needs two CPUs to place clients and broker apart")
+    common.require_two_cpus(parser)
     if min(args.processes) < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--processes, --seconds and --rounds must be positive")
     common.pin_self(common.CLIENT_CPU)  # the client processes inherit this CPU

@@ -262,12 +262,7 @@ class Namespace:
                 desc.page_policy == resources_pb2.PAGE_POLICY_THP,
             )
         except BaseException:
-            session = self._session
-            if session is not None:
-                try:
-                    session.detach(attachment_id)
-                except SessionLostError:
-                    pass  # the broker ended every attachment of this session already
+            self._send_detach(attachment_id)
             raise
         region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(desc.page_policy, "4k"), readonly)
         self._regions[attachment_id] = weakref.ref(region)
@@ -275,13 +270,16 @@ class Namespace:
 
     def _detach(self, region: Region) -> None:
         """Called by Region.close(): one packet, no reply; later calls of this session observe it."""
+        self._send_detach(region.attachment_id)
+        self._regions.pop(region.attachment_id, None)
+
+    def _send_detach(self, attachment_id: int) -> None:
         session = self._session
         if session is not None:
             try:
-                session.detach(region.attachment_id)
+                session.detach(attachment_id)
             except SessionLostError:
                 pass  # the broker ended every attachment of this session already
-        self._regions.pop(region.attachment_id, None)
 
     # -- regions ------------------------------------------------------------------
 

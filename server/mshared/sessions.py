@@ -476,10 +476,7 @@ class SessionServer:
             self._serve_deferred(conn)  # they may free what it lacked
             handoff = self.broker.attach(*args)
         # The loop's own reply message, refilled for every attach: building one costs microseconds.
-        response = self._attach_reply
-        response.request_id = request.request_id
-        convert.fill_descriptor(response.attach.descriptor, handoff)
-        self._send(conn, response, handoff.fd)
+        self._hand_off(conn, self._attach_reply, request.request_id, handoff)
         # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
         log.debug(
             "region attached: %s:%s size %d by session %d (%s)",
@@ -495,7 +492,7 @@ class SessionServer:
         assert session is not None
         _, created = self.broker.create_region(session, *convert.create_args(request.create), attach=True)
         if created is not None:
-            self._hand_off(conn, request.request_id, created)
+            self._hand_off(conn, session_pb2.SessionResponse(), request.request_id, created)  # on a worker too
 
     def _hello(self, conn: Connection, request_id: int, hello: session_pb2.HelloRequest) -> None:
         if conn.session is not None:
@@ -524,8 +521,9 @@ class SessionServer:
             conn.session = session
         self._send(conn, response, -1)
 
-    def _hand_off(self, conn: Connection, request_id: int, handoff: Handoff) -> None:
-        response = session_pb2.SessionResponse(request_id=request_id)
+    def _hand_off(self, conn: Connection, response: session_pb2.SessionResponse, request_id: int, handoff: Handoff) -> None:
+        """Fill response with the descriptor (every field, so a reused message carries nothing stale) and send it."""
+        response.request_id = request_id
         convert.fill_descriptor(response.attach.descriptor, handoff)
         self._send(conn, response, handoff.fd)
 
