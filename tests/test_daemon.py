@@ -212,6 +212,18 @@ def test_hostile_session_input_is_refused_and_survived(broker: BrokerProcess) ->
             assert reply.attach.descriptor.access == resources_pb2.ACCESS_READ_ONLY and len(fds) == 1
             for fd in fds:
                 os.close(fd)
+            # Packets that start like a detach (which may wait to be parsed) are served as what they are.
+            reply, _ = ask(sock, request(detach=session_pb2.DetachRequest())[:-1] + b"\xff")
+            assert (reply.request_id, reply.error.reason) == (0, "EINVAL")
+            reply, fds = ask(
+                sock,
+                request(detach=session_pb2.DetachRequest(attachment_ids=[12345]))
+                + session_pb2.SessionRequest(attach=session_pb2.AttachRequest(region_id=region.id, access=1)).SerializeToString(),
+            )  # the last of a oneof's fields wins: an attach
+            assert reply.attach.descriptor.region_id == region.id and len(fds) == 1
+            for fd in fds:
+                os.close(fd)
+            sock.send(request(detach=session_pb2.DetachRequest(attachment_ids=[reply.attach.descriptor.attachment_id])))
         assert wait_for(lambda: ns.stat("/bystander").attach_count == 1)
         assert wait_for(lambda: broker.fd_count() == baseline + 1)  # + the read-only reopen, kept with the region
         assert region.buf[0] == 1

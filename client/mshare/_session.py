@@ -81,9 +81,11 @@ class Session:
         self.spin_ns = spin_us * 1000
         # Messages for the hot paths, filled and sent under _send_lock: building one costs microseconds.
         self._attach_message = session_pb2.SessionRequest()
-        self._attach_message.attach.access = resources_pb2.ACCESS_READ_WRITE
+        self._attach_body = self._attach_message.attach
+        self._attach_body.access = resources_pb2.ACCESS_READ_WRITE
         self._detach_message = session_pb2.SessionRequest()
         self._detach_message.detach.SetInParent()
+        self._detach_ids = self._detach_message.detach.attachment_ids
         _SESSIONS.add(self)
 
     def hello(self, namespace: str, client_version: str) -> session_pb2.HelloResponse:
@@ -108,16 +110,16 @@ class Session:
     def attach(self, path: str, access: resources_pb2.Access) -> tuple[session_pb2.SessionResponse, list[int]]:
         """call() with an attach request by path (the hot path: the message is reused)."""
         with self._send_lock:
-            attach = self._attach_message.attach
-            attach.path = path
-            attach.access = access
+            body = self._attach_body
+            body.path = path
+            body.access = access
             request_id = self._send_locked(self._attach_message, True)
         return self._reply(request_id)
 
     def detach(self, attachment_id: int) -> None:
         """Send a detach, which gets no reply; every later call of this session observes it."""
         with self._send_lock:
-            ids = self._detach_message.detach.attachment_ids
+            ids = self._detach_ids
             ids.append(attachment_id)
             try:
                 self._send_locked(self._detach_message, False)
@@ -142,8 +144,44 @@ class Session:
         return request_id
 
     def _reply(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
+        """Our reply: read it ourselves, or take it from the thread that read it; raises its error.
+
+        A single thread never touches _cond: it takes the reader lock, reads its
+        reply and leaves. Dict and set operations are atomic under the GIL; a
+        sleeper counts itself before it checks, so no hand-over is missed.
+        """
         try:
-            reply, fds = self._wait(request_id)
+            while True:
+                found = self._replies.pop(request_id, None) if self._replies else None
+                if found is not None:
+                    reply, fds = found
+                    break
+                if self._reader.acquire(blocking=False):
+                    try:
+                        found = self._replies.pop(request_id, None) if self._replies else None
+                        if found is not None:
+                            reply, fds = found
+                            break
+                        reply, fds = self._recv()
+                        while reply.request_id != request_id:
+                            self._hand_over(reply, fds)
+                            reply, fds = self._recv()
+                        break
+                    finally:
+                        self._reader.release()
+                        if self._sleepers:
+                            with self._cond:
+                                self._cond.notify_all()
+                with self._cond:
+                    self._sleepers += 1
+                    try:
+                        self._cond.wait_for(
+                            lambda: request_id in self._replies or not self._reader.locked() or self._lost is not None
+                        )
+                    finally:
+                        self._sleepers -= 1
+                if self._lost is not None and request_id not in self._replies:
+                    raise SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} ended", self.path)
         finally:
             self._waiting.discard(request_id)
         if reply.HasField("error"):
@@ -151,43 +189,6 @@ class Session:
             error = reply.error
             raise os_error(error.reason, error.message, error.path)
         return reply, fds
-
-    def _wait(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
-        """Our reply: read it ourselves, or take it from the thread that read it.
-
-        A single thread never touches _cond: it takes the reader lock, reads its
-        reply and leaves. Dict and set operations are atomic under the GIL; a
-        sleeper counts itself before it checks, so no hand-over is missed.
-        """
-        while True:
-            found = self._replies.pop(request_id, None) if self._replies else None
-            if found is not None:
-                return found
-            if self._reader.acquire(blocking=False):
-                try:
-                    found = self._replies.pop(request_id, None) if self._replies else None
-                    if found is not None:
-                        return found
-                    while True:
-                        reply, fds = self._recv()
-                        if reply.request_id == request_id:
-                            return reply, fds
-                        self._hand_over(reply, fds)
-                finally:
-                    self._reader.release()
-                    if self._sleepers:
-                        with self._cond:
-                            self._cond.notify_all()
-            with self._cond:
-                self._sleepers += 1
-                try:
-                    self._cond.wait_for(
-                        lambda: request_id in self._replies or not self._reader.locked() or self._lost is not None
-                    )
-                finally:
-                    self._sleepers -= 1
-            if self._lost is not None and request_id not in self._replies:
-                raise SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} ended", self.path)
 
     def _hand_over(self, reply: session_pb2.SessionResponse, fds: list[int]) -> None:
         """A reply for another thread: keep it for that thread, or close its fds if nobody waits."""

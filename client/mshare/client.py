@@ -65,6 +65,7 @@ T = TypeVar("T")
 
 _READ_ONLY: Final = resources_pb2.ACCESS_READ_ONLY
 _READ_WRITE: Final = resources_pb2.ACCESS_READ_WRITE
+_THP: Final = resources_pb2.PAGE_POLICY_THP
 
 
 def check_path(path: object) -> str:
@@ -247,7 +248,7 @@ class Namespace:
     def _adopt(self, reply: session_pb2.SessionResponse, fds: list[int], readonly: bool) -> Region:
         """Map what an attach or create handed over; on any failure end the attachment again."""
         desc = reply.attach.descriptor
-        region_id, attachment_id, path = desc.region_id, desc.attachment_id, desc.path
+        attachment_id, region_id, path, policy = desc.attachment_id, desc.region_id, desc.path, desc.page_policy
         try:
             if len(fds) != 1:
                 close_all(fds)
@@ -259,27 +260,24 @@ class Namespace:
                 fds[0],
                 not readonly,
                 path,
-                desc.page_policy == resources_pb2.PAGE_POLICY_THP,
+                policy == _THP,
             )
         except BaseException:
-            self._send_detach(attachment_id)
+            self._detach(attachment_id)
             raise
-        region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(desc.page_policy, "4k"), readonly)
+        region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(policy, "4k"), readonly)
         self._regions[attachment_id] = weakref.ref(region)
         return region
 
-    def _detach(self, region: Region) -> None:
-        """Called by Region.close(): one packet, no reply; later calls of this session observe it."""
-        self._send_detach(region.attachment_id)
-        self._regions.pop(region.attachment_id, None)
-
-    def _send_detach(self, attachment_id: int) -> None:
+    def _detach(self, attachment_id: int) -> None:
+        """End an attachment: one packet, no reply; later calls of this session observe it."""
         session = self._session
         if session is not None:
             try:
                 session.detach(attachment_id)
             except SessionLostError:
                 pass  # the broker ended every attachment of this session already
+        self._regions.pop(attachment_id, None)
 
     # -- regions ------------------------------------------------------------------
 

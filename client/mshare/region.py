@@ -35,28 +35,20 @@ pid = os.getpid()
 class Mapping:
     """One region mapped at its fixed address in this process; every handle on it shares it.
 
-    Owns the memfd and the mapping; released by the last handle.
+    Owns the memfd and the mapping, which MappingTable makes and ends (the last handle's release).
     """
 
-    __slots__ = ("_fd", "handles", "in_arena", "key", "size", "start", "writable")
+    __slots__ = ("_fd", "end", "handles", "in_arena", "key", "size", "start", "writable")
 
-    def __init__(
-        self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, in_arena: bool, thp: bool
-    ) -> None:
-        self._fd = -1  # owned only once mapped: the caller closes fd when mapping fails
+    def __init__(self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, in_arena: bool) -> None:
+        self._fd = fd
         self.key = key
         self.start = start
         self.size = size
+        self.end = start + size
         self.writable = writable
         self.in_arena = in_arena
-        self.handles = 0
-        _fixedmap.map_shared(start, size, fd, writable, in_arena)
-        if thp:
-            try:
-                _fixedmap.advise_hugepage(start, size)
-            except OSError:
-                pass  # a kernel without THP: the region works with 4 KiB pages
-        self._fd = fd
+        self.handles = 1
 
     def fileno(self) -> int:
         return self._fd
@@ -87,7 +79,7 @@ class MappingTable:
         self._reserved: list[tuple[int, int]] = []  # disjoint, sorted, merged [start, end)
         self._mappings: dict[tuple[str, int, int], Mapping] = {}
         self._starts: list[int] = []  # sorted starts of live mappings
-        self._by_start: dict[int, Mapping] = {}
+        self._sorted: list[Mapping] = []  # the live mappings, in the same order
 
     def reserve_arena(self, start: int, size: int) -> None:
         """Reserve a broker's arena (PROT_NONE, MAP_NORESERVE): the parts not yet reserved, once."""
@@ -121,53 +113,53 @@ class MappingTable:
                     merged.append((r_start, r_end))
             self._reserved = merged
 
-    def _in_arena(self, start: int, size: int) -> bool:
-        i = bisect_right(self._reserved, (start, _MAX_ADDRESS)) - 1
-        return i >= 0 and self._reserved[i][0] <= start and start + size <= self._reserved[i][1]
-
-    def _free_slot(self, start: int, size: int, path: str) -> int:
-        """Where start goes in _starts; EADDRINUSE if [start, start+size) overlaps a mapping."""
-        i = bisect_left(self._starts, start + size)
-        if i > 0:
-            other = self._by_start[self._starts[i - 1]]
-            if other.start + other.size > start:
-                raise OSError(
-                    errno.EADDRINUSE,
-                    f"{start:#x}-{start + size:#x} overlaps another region mapped in this process "
-                    f"({other.start:#x}-{other.start + other.size:#x})",
-                    path,
-                )
-        return i  # every start before i ends at or before start, every one from i on is past its end
-
     def acquire(
         self, key: tuple[str, int, int], start: int, size: int, fd: int, writable: bool, path: str, thp: bool = False
     ) -> Mapping:
         """The mapping for key, made now or shared; takes ownership of fd either way.
 
-        Raises EBUSY when a read-write handle is asked of a region this process
+        Raises EADDRINUSE when the range overlaps another region mapped here,
+        and EBUSY when a read-write handle is asked of a region this process
         maps read-only (one mapping per region, as the kernel would share).
         """
+        # The attach hot path: one function, no helpers, every lookup once.
         with self._lock:
             mapping = self._mappings.get(key)
             if mapping is not None:
                 os.close(fd)
                 if writable and not mapping.writable:
                     raise OSError(errno.EBUSY, "this process maps the region read-only; close those handles first", path)
-            else:
+                mapping.handles += 1
+                return mapping
+            end = start + size
+            # Every mapping before slot starts before end; the one just before it must also end by start.
+            slot = bisect_left(self._starts, end)
+            try:
+                if slot and self._sorted[slot - 1].end > start:
+                    other = self._sorted[slot - 1]
+                    raise OSError(
+                        errno.EADDRINUSE,
+                        f"{start:#x}-{end:#x} overlaps another region mapped in this process ({other.start:#x}-{other.end:#x})",
+                        path,
+                    )
+                i = bisect_right(self._reserved, (start, _MAX_ADDRESS)) - 1
+                in_arena = i >= 0 and self._reserved[i][0] <= start and end <= self._reserved[i][1]
+                _fixedmap.map_shared(start, size, fd, writable, in_arena)
+            except BaseException:
+                os.close(fd)
+                raise
+            if thp:
                 try:
-                    slot = self._free_slot(start, size, path)
-                    mapping = Mapping(key, start, size, fd, writable, self._in_arena(start, size), thp)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._mappings[key] = mapping
-                self._starts.insert(slot, start)
-                self._by_start[start] = mapping
-            mapping.handles += 1
+                    _fixedmap.advise_hugepage(start, size)
+                except OSError:
+                    pass  # a kernel without THP: the region works with 4 KiB pages
+            mapping = self._mappings[key] = Mapping(key, start, size, fd, writable, in_arena)
+            self._starts.insert(slot, start)
+            self._sorted.insert(slot, mapping)
             return mapping
 
-    def release(self, mapping: Mapping, detach: Callable[[Region], None], region: Region) -> None:
-        """End one handle on mapping: detach(region) first, then unmap if it was the last handle.
+    def release(self, mapping: Mapping, detach: Callable[[int], None], attachment_id: int) -> None:
+        """End one handle on mapping: detach(attachment_id) first, then unmap if it was the last handle.
 
         Telling the broker first lets its wake-up overlap the munmap. The lock is
         held throughout, so no other thread of this process maps a region the
@@ -175,14 +167,15 @@ class MappingTable:
         """
         with self._lock:
             try:
-                detach(region)
+                detach(attachment_id)
             finally:
                 mapping.handles -= 1
-                if mapping.handles == 0:
-                    if self._mappings.get(mapping.key) is mapping:
+                if not mapping.handles:
+                    if self._mappings.get(mapping.key) is mapping:  # not a mapping forgotten at fork
                         del self._mappings[mapping.key]
-                        del self._starts[bisect_left(self._starts, mapping.start)]
-                        del self._by_start[mapping.start]
+                        slot = bisect_left(self._starts, mapping.start)
+                        del self._starts[slot]
+                        del self._sorted[slot]
                     mapping.release()
 
     def forget_after_fork(self) -> None:
@@ -194,7 +187,7 @@ class MappingTable:
         self._lock = threading.Lock()
         self._mappings = {}
         self._starts = []
-        self._by_start = {}
+        self._sorted = []
 
 
 MAPPINGS: Final = MappingTable()
@@ -310,7 +303,7 @@ class Region:
         self._mapping = None
         if self._pid != pid:
             return  # a forked child's copy: the parent's handle owns the mapping and attachment
-        MAPPINGS.release(mapping, self._namespace._detach, self)
+        MAPPINGS.release(mapping, self._namespace._detach, self.attachment_id)
 
     def _release_views(self) -> None:
         view = self._view

@@ -66,6 +66,11 @@ _WRITABLE: Final = int(select.EPOLLOUT | select.EPOLLRDHUP)
 _INPUT_EVENTS: Final = int(select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
 _OUTPUT_EVENT: Final = int(select.EPOLLOUT)
 
+#: The first byte of a SessionRequest's request_id (field 1, varint) and of its detach (field 5, length-delimited).
+_REQUEST_ID_KEY: Final = bytes([1 << 3 | 0])
+_DETACH_KEY: Final = bytes([5 << 3 | 2])
+_MAX_VARINT: Final = 10
+
 #: What a session request can be, as metrics label it.
 REQUEST_KINDS: Final = ("hello", "create", "attach", "detach", "invalid")
 #: Latency buckets of session requests in seconds: the hot paths take tens of microseconds.
@@ -111,6 +116,22 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+def is_detach(data: bytes) -> bool:
+    """Whether a request is a detach, told from its first bytes without parsing it.
+
+    Serializers write fields in number order, so a detach starts with its
+    request_id (field 1, a varint) and then its body (field 5, length-delimited).
+    This only picks what may wait to be parsed: a packet that merely looks like
+    a detach is parsed, and served as what it is, when its turn comes.
+    """
+    if data[:1] != _REQUEST_ID_KEY:
+        return False
+    for i in range(1, min(len(data), _MAX_VARINT + 1)):
+        if data[i] < 0x80:  # the last byte of the request id
+            return data[i + 1 : i + 2] == _DETACH_KEY
+    return False
+
+
 def peer_credentials(sock: socket.socket) -> Credentials:
     """The kernel's view of who connected: SO_PEERCRED uid, gid, pid and SO_PEERGROUPS."""
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
@@ -147,6 +168,30 @@ def remove_stale_socket(path: Path) -> None:
         pass
 
 
+class AttachReply:
+    """The session loop's one attach reply, refilled for every attach.
+
+    Building a reply costs microseconds on the hot path, and most attaches
+    repeat the last one's region: then only the ids change.
+    """
+
+    __slots__ = ("_descriptor", "_last", "message")
+
+    def __init__(self) -> None:
+        self.message = session_pb2.SessionResponse()
+        self._descriptor = self.message.attach.descriptor
+        self._last: Handoff | None = None
+
+    def fill(self, request_id: int, handoff: Handoff) -> session_pb2.SessionResponse:
+        self.message.request_id = request_id
+        last, self._last = self._last, handoff
+        if last is not None and last[1:] == handoff[1:]:  # everything but the attachment id
+            self._descriptor.attachment_id = handoff.attachment_id
+        else:
+            convert.fill_descriptor(self._descriptor, handoff)
+        return self.message
+
+
 class Connection:
     """One client connection; replies are sent without blocking, queued when the client lags."""
 
@@ -158,8 +203,8 @@ class Connection:
         self.creds = creds
         self.session: SessionRecord | None = None
         self.outbox: collections.deque[Reply] = collections.deque()
-        # Detaches read but not yet served (see SessionServer._read), and the last request id read.
-        self.deferred: list[session_pb2.SessionRequest] = []
+        # Detaches read but not yet parsed or served (see SessionServer._read), and the last request id parsed.
+        self.deferred: list[bytes] = []
         self.seen = 0
         # Orders sends against teardown, so a queued fd is never sent after its region is freed.
         self.lock = threading.Lock()
@@ -191,7 +236,7 @@ class SessionServer:
         self._pending_lock = threading.Lock()
         self._pending_creates = 0
         self.stats = RequestStats()
-        self._attach_reply = session_pb2.SessionResponse()  # used by the loop thread only
+        self._attach_reply = AttachReply()  # used by the loop thread only
 
     # -- life -----------------------------------------------------------------------
 
@@ -368,29 +413,43 @@ class SessionServer:
 
     def _serve_deferred(self, conn: Connection) -> None:
         deferred, conn.deferred = conn.deferred, []
-        for request in deferred:
-            self._answer(conn, request, "detach", self._serve)
+        last = 0
+        for data in deferred:
+            request = self._parse(conn, data)
+            if request is not None:
+                self._serve_request(conn, request)  # a detach, unless a client wrote a strange one
+                last = max(last, request.request_id)
         if conn.session is not None:
-            conn.session.mark_seen(deferred[-1].request_id)
+            conn.session.mark_seen(last)
 
     # -- requests -------------------------------------------------------------------
 
     def _handle(self, conn: Connection, data: bytes) -> None:
+        if conn.session is not None and is_detach(data) and not self.broker.watch_count():
+            conn.deferred.append(data)  # parsed and served once the batch's replies are out
+            return
+        request = self._parse(conn, data)
+        if request is None:
+            return
+        conn.seen = request.request_id
+        self._serve_request(conn, request)
+        if conn.session is not None and not conn.deferred:
+            conn.session.mark_seen(request.request_id)
+
+    def _parse(self, conn: Connection, data: bytes) -> session_pb2.SessionRequest | None:
         try:
-            request = session_pb2.SessionRequest.FromString(data)
+            return session_pb2.SessionRequest.FromString(data)
         except DecodeError:
             self._refuse(conn, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
-            return
+            return None
+
+    def _serve_request(self, conn: Connection, request: session_pb2.SessionRequest) -> None:
         kind = request.WhichOneof("body") or "invalid"
-        conn.seen = request.request_id
         session = conn.session
         if session is None:
             self._answer(conn, request, kind, self._serve)
         elif kind == "attach":
             self._answer(conn, request, kind, self._attach)  # the hot path: straight to its handler
-        elif kind == "detach" and not self.broker.watch_count():
-            conn.deferred.append(request)
-            return
         else:
             if conn.deferred:
                 self._serve_deferred(conn)
@@ -398,8 +457,6 @@ class SessionServer:
                 self._create_later(conn, request, kind)
             else:
                 self._answer(conn, request, kind, self._serve)
-        if conn.session is not None and not conn.deferred:
-            conn.session.mark_seen(request.request_id)
 
     def _answer(self, conn: Connection, request: session_pb2.SessionRequest, kind: str, serve: Serve) -> None:
         """Serve one request; every failure becomes an error reply, and the outcome a statistic."""
@@ -475,8 +532,7 @@ class SessionServer:
                 raise
             self._serve_deferred(conn)  # they may free what it lacked
             handoff = self.broker.attach(*args)
-        # The loop's own reply message, refilled for every attach: building one costs microseconds.
-        self._hand_off(conn, self._attach_reply, request.request_id, handoff)
+        self._send(conn, self._attach_reply.fill(request.request_id, handoff), handoff.fd)
         # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
         log.debug(
             "region attached: %s:%s size %d by session %d (%s)",
@@ -492,7 +548,9 @@ class SessionServer:
         assert session is not None
         _, created = self.broker.create_region(session, *convert.create_args(request.create), attach=True)
         if created is not None:
-            self._hand_off(conn, session_pb2.SessionResponse(), request.request_id, created)  # on a worker too
+            response = session_pb2.SessionResponse(request_id=request.request_id)
+            convert.fill_descriptor(response.attach.descriptor, created)
+            self._send(conn, response, created.fd)
 
     def _hello(self, conn: Connection, request_id: int, hello: session_pb2.HelloRequest) -> None:
         if conn.session is not None:
@@ -520,12 +578,6 @@ class SessionServer:
         with conn.lock:
             conn.session = session
         self._send(conn, response, -1)
-
-    def _hand_off(self, conn: Connection, response: session_pb2.SessionResponse, request_id: int, handoff: Handoff) -> None:
-        """Fill response with the descriptor (every field, so a reused message carries nothing stale) and send it."""
-        response.request_id = request_id
-        convert.fill_descriptor(response.attach.descriptor, handoff)
-        self._send(conn, response, handoff.fd)
 
     def _refuse(self, conn: Connection, exc: BrokerError) -> None:
         """A packet that is no request at all: answered with request id 0, counted as invalid."""
