@@ -54,6 +54,9 @@ RESOLVED_PER_SESSION: Final = 64
 #: Regions read per lock hold when metrics are scraped.
 STATS_CHUNK: Final = 1000
 
+#: Looked up once: an enum member read through its class costs a Python-level lookup on the detach path.
+_UNLINKED: Final = State.UNLINKED
+
 #: uid and gid values chown accepts; (uid_t)-1 means "keep".
 MAX_ID: Final = (1 << 32) - 2
 
@@ -627,7 +630,7 @@ class Broker:
             if self._watchers:
                 path = region.path or region.last_path
                 self._emit(EventKind.DETACHED, region, path, region.parent, session_id=session.id, access=attachment.access)
-            if region.attach_count == 0 and region.state is State.UNLINKED:
+            if region.attach_count == 0 and region.state is _UNLINKED:
                 self._free_locked(region)
 
     def _unlinked_locked(self, region: Region, path: str, parent: Directory) -> None:

@@ -27,6 +27,9 @@ _HUGETLB_FLAGS: Final = {
     PagePolicy.HUGETLB_1G: os.MFD_HUGETLB | os.MFD_HUGE_1GB,
 }
 
+#: Looked up once: an enum member read through its class costs a Python-level lookup on the attach path.
+_READ_WRITE: Final = Access.READ_WRITE
+
 _noexec_seal_supported = True
 
 
@@ -90,7 +93,7 @@ class MemFd:
 
     def fd_for(self, access: Access) -> int:
         """The read-write memfd, or an O_RDONLY reopen of it (opened once, on first need)."""
-        if access is Access.READ_WRITE:
+        if access is _READ_WRITE:
             return self._fd
         if self._ro_fd < 0:
             self._ro_fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)

@@ -66,11 +66,6 @@ _WRITABLE: Final = int(select.EPOLLOUT | select.EPOLLRDHUP)
 _INPUT_EVENTS: Final = int(select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
 _OUTPUT_EVENT: Final = int(select.EPOLLOUT)
 
-#: The first byte of a SessionRequest's request_id (field 1, varint) and of its detach (field 5, length-delimited).
-_REQUEST_ID_KEY: Final = bytes([1 << 3 | 0])
-_DETACH_KEY: Final = bytes([5 << 3 | 2])
-_MAX_VARINT: Final = 10
-
 #: What a session request can be, as metrics label it.
 REQUEST_KINDS: Final = ("hello", "create", "attach", "detach", "invalid")
 #: Latency buckets of session requests in seconds: the hot paths take tens of microseconds.
@@ -114,22 +109,6 @@ class RequestStats:
 
 def _raise(exc: BaseException) -> None:
     raise exc
-
-
-def is_detach(data: bytes) -> bool:
-    """Whether a request is a detach, told from its first bytes without parsing it.
-
-    Serializers write fields in number order, so a detach starts with its
-    request_id (field 1, a varint) and then its body (field 5, length-delimited).
-    This only picks what may wait to be parsed: a packet that merely looks like
-    a detach is parsed, and served as what it is, when its turn comes.
-    """
-    if data[:1] != _REQUEST_ID_KEY:
-        return False
-    for i in range(1, min(len(data), _MAX_VARINT + 1)):
-        if data[i] < 0x80:  # the last byte of the request id
-            return data[i + 1 : i + 2] == _DETACH_KEY
-    return False
 
 
 def peer_credentials(sock: socket.socket) -> Credentials:
@@ -203,8 +182,8 @@ class Connection:
         self.creds = creds
         self.session: SessionRecord | None = None
         self.outbox: collections.deque[Reply] = collections.deque()
-        # Detaches read but not yet parsed or served (see SessionServer._read), and the last request id parsed.
-        self.deferred: list[bytes] = []
+        # Detaches read but not yet served (see SessionServer._read), and the last request id read.
+        self.deferred: list[session_pb2.SessionRequest] = []
         self.seen = 0
         # Orders sends against teardown, so a queued fd is never sent after its region is freed.
         self.lock = threading.Lock()
@@ -413,43 +392,29 @@ class SessionServer:
 
     def _serve_deferred(self, conn: Connection) -> None:
         deferred, conn.deferred = conn.deferred, []
-        last = 0
-        for data in deferred:
-            request = self._parse(conn, data)
-            if request is not None:
-                self._serve_request(conn, request)  # a detach, unless a client wrote a strange one
-                last = max(last, request.request_id)
+        for request in deferred:
+            self._answer(conn, request, "detach", self._serve)
         if conn.session is not None:
-            conn.session.mark_seen(last)
+            conn.session.mark_seen(deferred[-1].request_id)
 
     # -- requests -------------------------------------------------------------------
 
     def _handle(self, conn: Connection, data: bytes) -> None:
-        if conn.session is not None and is_detach(data) and not self.broker.watch_count():
-            conn.deferred.append(data)  # parsed and served once the batch's replies are out
-            return
-        request = self._parse(conn, data)
-        if request is None:
-            return
-        conn.seen = request.request_id
-        self._serve_request(conn, request)
-        if conn.session is not None and not conn.deferred:
-            conn.session.mark_seen(request.request_id)
-
-    def _parse(self, conn: Connection, data: bytes) -> session_pb2.SessionRequest | None:
         try:
-            return session_pb2.SessionRequest.FromString(data)
+            request = session_pb2.SessionRequest.FromString(data)
         except DecodeError:
             self._refuse(conn, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
-            return None
-
-    def _serve_request(self, conn: Connection, request: session_pb2.SessionRequest) -> None:
+            return
         kind = request.WhichOneof("body") or "invalid"
+        conn.seen = request.request_id
         session = conn.session
         if session is None:
             self._answer(conn, request, kind, self._serve)
         elif kind == "attach":
             self._answer(conn, request, kind, self._attach)  # the hot path: straight to its handler
+        elif kind == "detach" and not self.broker.watch_count():
+            conn.deferred.append(request)
+            return
         else:
             if conn.deferred:
                 self._serve_deferred(conn)
@@ -457,6 +422,8 @@ class SessionServer:
                 self._create_later(conn, request, kind)
             else:
                 self._answer(conn, request, kind, self._serve)
+        if conn.session is not None and not conn.deferred:
+            conn.session.mark_seen(request.request_id)
 
     def _answer(self, conn: Connection, request: session_pb2.SessionRequest, kind: str, serve: Serve) -> None:
         """Serve one request; every failure becomes an error reply, and the outcome a statistic."""
@@ -522,9 +489,10 @@ class SessionServer:
         session = conn.session
         assert session is not None
         attach = request.attach
-        if attach.access == resources_pb2.ACCESS_UNSPECIFIED:
+        access = attach.access
+        if not access:
             raise BrokerError(errno.EINVAL, "attach needs an access mode")
-        args = (session, attach.namespace, attach.path, attach.region_id, convert.access_from_proto(attach.access))
+        args = (session, attach.namespace, attach.path, attach.region_id, convert.access_from_proto(access))
         try:
             handoff = self.broker.attach(*args)
         except BrokerError:
@@ -534,21 +502,22 @@ class SessionServer:
             handoff = self.broker.attach(*args)
         self._send(conn, self._attach_reply.fill(request.request_id, handoff), handoff.fd)
         # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
-        log.debug(
-            "region attached: %s:%s size %d by session %d (%s)",
-            handoff.namespace,
-            handoff.path,
-            handoff.size,
-            session.id,
-            handoff.access.value,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "region attached: %s:%s size %d by session %d (%s)",
+                handoff.namespace,
+                handoff.path,
+                handoff.size,
+                session.id,
+                handoff.access.value,
+            )
 
     def _create(self, conn: Connection, request: session_pb2.SessionRequest, kind: str = "create") -> None:
         session = conn.session
         assert session is not None
         _, created = self.broker.create_region(session, *convert.create_args(request.create), attach=True)
         if created is not None:
-            response = session_pb2.SessionResponse(request_id=request.request_id)
+            response = session_pb2.SessionResponse(request_id=request.request_id)  # its own: creates run on workers too
             convert.fill_descriptor(response.attach.descriptor, created)
             self._send(conn, response, created.fd)
 
