@@ -32,7 +32,11 @@ MAP_FIXED_NOREPLACE: Final = 0x100000
 MADV_HUGEPAGE: Final = 14
 
 _MAP_FAILED: Final = ctypes.c_void_p(-1).value
+_FAILED: Final = (_MAP_FAILED, None)  # what a failed mmap returns (None would be address 0, never asked for)
 _RESERVE_FLAGS: Final = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+_RESTORE_FLAGS: Final = _RESERVE_FLAGS | MAP_FIXED
+_SHARED_FIXED: Final = MAP_SHARED | MAP_FIXED
+_READ_WRITE: Final = PROT_READ | PROT_WRITE
 
 
 def _fail(what: str, start: int, size: int) -> OSError:
@@ -82,17 +86,18 @@ def reserve(start: int, size: int) -> None:
 
 def map_shared(start: int, size: int, fd: int, writable: bool, over_reservation: bool) -> None:
     """Map fd MAP_SHARED at exactly start: MAP_FIXED over our own reservation, else MAP_FIXED_NOREPLACE."""
-    prot = PROT_READ | (PROT_WRITE if writable else 0)
-    if over_reservation:
-        _call_mmap(start, size, prot, MAP_SHARED | MAP_FIXED, fd)
-    else:
+    prot = _READ_WRITE if writable else PROT_READ
+    if not over_reservation:
         _noreplace(start, size, prot, MAP_SHARED, fd)
+    elif _mmap(start, size, prot, _SHARED_FIXED, fd, 0) in _FAILED:  # the attach path: no helper, no frame
+        raise _fail("mmap", start, size)
 
 
 def unmap(start: int, size: int, back_to_reservation: bool) -> None:
     """Drop a mapping; inside the arena the PROT_NONE reservation goes back in the same call (no hole)."""
     if back_to_reservation:
-        _call_mmap(start, size, PROT_NONE, _RESERVE_FLAGS | MAP_FIXED, -1)
+        if _mmap(start, size, PROT_NONE, _RESTORE_FLAGS, -1, 0) in _FAILED:
+            raise _fail("mmap", start, size)
     elif _munmap(start, size) != 0:
         raise _fail("munmap", start, size)
 
@@ -102,6 +107,8 @@ def advise_hugepage(start: int, size: int) -> None:
         raise _fail("madvise(MADV_HUGEPAGE)", start, size)
 
 
-def view(start: int, size: int) -> ctypes.Array[ctypes.c_ubyte]:
-    """A ctypes array over mapped memory; its buffer is what Region.buf exports."""
-    return (ctypes.c_ubyte * size).from_address(start)
+def views(start: int, size: int, readonly: bool) -> tuple[ctypes.Array[ctypes.c_ubyte], memoryview]:
+    """A ctypes array over mapped memory and a memoryview ('B') of it; Region.buf slices the view."""
+    array = (ctypes.c_ubyte * size).from_address(start)
+    view = memoryview(array).cast("B")
+    return array, view.toreadonly() if readonly else view

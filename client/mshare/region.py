@@ -35,7 +35,7 @@ pid = os.getpid()
 class Mapping:
     """One region mapped at its fixed address in this process; every handle on it shares it.
 
-    Owns the memfd and the mapping, which MappingTable makes and ends (the last handle's release).
+    Holds the memfd and the mapping, which MappingTable makes and ends (at the last handle's release).
     """
 
     __slots__ = ("_fd", "end", "handles", "in_arena", "key", "size", "start", "writable")
@@ -52,16 +52,6 @@ class Mapping:
 
     def fileno(self) -> int:
         return self._fd
-
-    def release(self) -> None:
-        """Unmap (restoring the arena reservation) and close the memfd; idempotent."""
-        fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
-        try:
-            _fixedmap.unmap(self.start, self.size, self.in_arena)
-        finally:
-            os.close(fd)
 
 
 class MappingTable:
@@ -176,7 +166,11 @@ class MappingTable:
                         slot = bisect_left(self._starts, mapping.start)
                         del self._starts[slot]
                         del self._sorted[slot]
-                    mapping.release()
+                    fd, mapping._fd = mapping._fd, -1
+                    try:
+                        _fixedmap.unmap(mapping.start, mapping.size, mapping.in_arena)  # the reservation goes back
+                    finally:
+                        os.close(fd)
 
     def forget_after_fork(self) -> None:
         """In a forked child: the inherited mappings belong to the parent's handles; start afresh.
@@ -251,14 +245,8 @@ class Region:
         self.start = mapping.start
         self.size = mapping.size
         self.attachment_id = attachment_id
-        self._array = _fixedmap.view(mapping.start, mapping.size)
-        self._view = self._make_view()
+        self._array, self._view = _fixedmap.views(mapping.start, mapping.size, readonly)
         self._mapping = mapping
-
-    def _make_view(self) -> memoryview:
-        assert self._array is not None
-        view = memoryview(self._array).cast("B")
-        return view.toreadonly() if self.readonly else view
 
     @property
     def closed(self) -> bool:
@@ -299,22 +287,17 @@ class Region:
         mapping = self._mapping
         if mapping is None:
             return
-        self._release_views()
+        view = self._view
+        if view is not None:
+            view.release()
+            if sys.getrefcount(self._array) > _UNSHARED_REFS:
+                self._array, self._view = _fixedmap.views(self.start, self.size, self.readonly)
+                raise BufferError(f"cannot close region {self.path}: views from buf or ndarray() are still alive")
+            self._view = self._array = None
         self._mapping = None
         if self._pid != pid:
             return  # a forked child's copy: the parent's handle owns the mapping and attachment
         MAPPINGS.release(mapping, self._namespace._detach, self.attachment_id)
-
-    def _release_views(self) -> None:
-        view = self._view
-        if view is None:
-            return
-        view.release()
-        if sys.getrefcount(self._array) > _UNSHARED_REFS:
-            self._view = self._make_view()
-            raise BufferError(f"cannot close region {self.path}: views from buf or ndarray() are still alive")
-        self._view = None
-        self._array = None
 
     def __enter__(self) -> Region:
         return self

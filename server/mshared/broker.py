@@ -57,6 +57,10 @@ STATS_CHUNK: Final = 1000
 #: Looked up once: an enum member read through its class costs a Python-level lookup on the detach path.
 _UNLINKED: Final = State.UNLINKED
 
+#: Builds a NamedTuple from a tuple of its fields in C: the class's own __new__ is a Python
+#: function, a frame more on the attach path for each one made.
+_new_tuple: Final = tuple.__new__
+
 #: uid and gid values chown accepts; (uid_t)-1 means "keep".
 MAX_ID: Final = (1 << 32) - 2
 
@@ -613,12 +617,14 @@ class Broker:
             fd = region.backing.fd_for(access)
         except OSError as exc:
             raise BrokerError.from_os_error(exc, "cannot open the region's memfd", path) from None
-        attachment = Attachment(next(self._ids), region, session.id, access)
+        attachment = _new_tuple(Attachment, (next(self._ids), region, access))
         session.attachments[attachment.id] = attachment
         region.attach_count += 1
         if self._watchers:
             self._emit(EventKind.ATTACHED, region, path, region.parent, session_id=session.id, access=access)
-        return Handoff(attachment.id, region.id, region.namespace, path, region.start, region.size, region.policy, access, fd)
+        return _new_tuple(
+            Handoff, (attachment.id, region.id, region.namespace, path, region.start, region.size, region.policy, access, fd)
+        )
 
     def _detach_locked(self, session: SessionRecord, attachment_ids: Iterable[int]) -> None:
         for attachment_id in attachment_ids:

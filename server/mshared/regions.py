@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import errno
 from bisect import bisect_left, bisect_right, insort
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from .errors import BrokerError
 from .tree import Node
@@ -100,16 +100,12 @@ class Region(Node):
         return f"<Region {self.id} {self.namespace}:{self.path or '(unlinked)'} {self.start:#x}+{self.size:#x}>"
 
 
-class Attachment:
-    """One open of a region by one session."""
+class Attachment(NamedTuple):
+    """One open of a region by one session (which keeps it by id)."""
 
-    __slots__ = ("access", "id", "region", "session_id")
-
-    def __init__(self, attachment_id: int, region: Region, session_id: int, access: Access) -> None:
-        self.id = attachment_id
-        self.region = region
-        self.session_id = session_id
-        self.access = access
+    id: int
+    region: Region
+    access: Access
 
 
 def align_up(value: int, alignment: int) -> int:

@@ -366,8 +366,8 @@ def test_a_new_region_is_active_unattached_and_unlinked_from_any_tree() -> None:
     region = Region(7, "default", at(0), UNIT, PagePolicy.SMALL, 0o640, 1000, 100)
     assert (region.state, region.attach_count, region.backing, region.path) == (State.ACTIVE, 0, None, "")
     assert "(unlinked)" in repr(region) and hex(at(0)) in repr(region)
-    attachment = Attachment(9, region, 3, Access.READ_ONLY)
-    assert (attachment.id, attachment.region, attachment.session_id, attachment.access) == (9, region, 3, Access.READ_ONLY)
+    attachment = Attachment(9, region, Access.READ_ONLY)
+    assert (attachment.id, attachment.region, attachment.access) == (9, region, Access.READ_ONLY)
 
 
 def test_helpers() -> None:
