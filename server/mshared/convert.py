@@ -26,7 +26,7 @@ _ACCESS: Final[dict[Access, resources_pb2.Access]] = {
     Access.READ_ONLY: resources_pb2.ACCESS_READ_ONLY,
     Access.READ_WRITE: resources_pb2.ACCESS_READ_WRITE,
 }
-_ACCESS_BACK: Final[dict[int, Access]] = {number: access for access, number in _ACCESS.items()}
+ACCESS_BY_NUMBER: Final[dict[int, Access]] = {number: access for access, number in _ACCESS.items()}
 _STATES: Final = {State.ACTIVE: resources_pb2.REGION_STATE_ACTIVE, State.UNLINKED: resources_pb2.REGION_STATE_UNLINKED}
 
 
@@ -55,10 +55,11 @@ def create_args(
 
 
 def access_from_proto(number: int) -> Access:
-    try:
-        return _ACCESS_BACK[number]
-    except KeyError:
-        raise BrokerError(errno.EINVAL, f"unknown access mode {number}") from None
+    """The access an attach asks for; EINVAL for none (ACCESS_UNSPECIFIED) or an unknown one."""
+    access = ACCESS_BY_NUMBER.get(number)
+    if access is None:
+        raise BrokerError(errno.EINVAL, f"unknown access mode {number}" if number else "attach needs an access mode")
+    return access
 
 
 def access_to_proto(access: Access) -> resources_pb2.Access:

@@ -494,17 +494,16 @@ class SessionServer:
         session = conn.session
         assert session is not None
         attach = request.attach
-        access = attach.access
-        if not access:
-            raise BrokerError(errno.EINVAL, "attach needs an access mode")
-        args = (session, attach.namespace, attach.path, attach.region_id, convert.access_from_proto(access))
+        # Looked up without a call on the hot path; access_from_proto explains a miss (it raises).
+        access = convert.ACCESS_BY_NUMBER.get(attach.access) or convert.access_from_proto(attach.access)
+        namespace, path, region_id = attach.namespace, attach.path, attach.region_id
         try:
-            handoff = self.broker.attach(*args)
+            handoff = self.broker.attach(session, namespace, path, region_id, access)
         except BrokerError:
             if not conn.deferred:
                 raise
             self._serve_deferred(conn)  # they may free what it lacked
-            handoff = self.broker.attach(*args)
+            handoff = self.broker.attach(session, namespace, path, region_id, access)
         self._send(conn, self._attach_reply.fill(request.request_id, handoff), handoff.fd)
         # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
         if log.isEnabledFor(logging.DEBUG):
