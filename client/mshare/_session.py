@@ -104,7 +104,7 @@ class Session:
         Returns the reply and the fds that came with it (the caller owns them).
         """
         with self._send_lock:
-            request_id = self._send_locked(request, True)
+            request_id = self._send_locked(request)
         return self._reply(request_id)
 
     def attach(self, path: str, access: resources_pb2.Access) -> tuple[session_pb2.SessionResponse, list[int]]:
@@ -113,29 +113,44 @@ class Session:
             body = self._attach_body
             body.path = path
             body.access = access
-            request_id = self._send_locked(self._attach_message, True)
+            request_id = self._send_locked(self._attach_message)
         return self._reply(request_id)
 
     def detach(self, attachment_id: int) -> None:
-        """Send a detach, which gets no reply; every later call of this session observes it."""
+        """Send a detach, which gets no reply; every later call of this session observes it.
+
+        A session that has ended has no attachments left: then nothing is sent.
+        The send is inline (not _send_locked): close() waits for it, and the
+        broker's wake-up, which the next request's reply waits for, starts with it.
+        """
         with self._send_lock:
+            sock = self._sock
+            if sock is None or self._lost is not None:
+                return
+            request_id = self._next_id
+            self._next_id = request_id + 1
+            message = self._detach_message
+            message.request_id = request_id
             ids = self._detach_ids
             ids.append(attachment_id)
             try:
-                self._send_locked(self._detach_message, False)
+                sock.send(message.SerializeToString())
+            except OSError as exc:
+                self._lose(exc)
+                return
             finally:
                 del ids[:]
+            self.last_sent = request_id
 
-    def _send_locked(self, request: session_pb2.SessionRequest, wait: bool) -> int:
-        """Number and send a request; the caller holds _send_lock, so ids reach the broker in order."""
+    def _send_locked(self, request: session_pb2.SessionRequest) -> int:
+        """Number and send a request that waits for its reply; the caller holds _send_lock, so ids reach the broker in order."""
         sock = self._sock
         if sock is None or self._lost is not None:
             raise self._ended()
         request_id = self._next_id
         self._next_id = request_id + 1
         request.request_id = request_id
-        if wait:
-            self._waiting.add(request_id)
+        self._waiting.add(request_id)
         try:
             sock.send(request.SerializeToString())
         except OSError as exc:
