@@ -212,7 +212,7 @@ def test_hostile_session_input_is_refused_and_survived(broker: BrokerProcess) ->
             assert reply.attach.descriptor.access == resources_pb2.ACCESS_READ_ONLY and len(fds) == 1
             for fd in fds:
                 os.close(fd)
-            # Packets that start like a detach (which may wait to be parsed) are served as what they are.
+            # A detach cut short is refused; a packet whose last oneof field is an attach is an attach.
             reply, _ = ask(sock, request(detach=session_pb2.DetachRequest())[:-1] + b"\xff")
             assert (reply.request_id, reply.error.reason) == (0, "EINVAL")
             reply, fds = ask(
