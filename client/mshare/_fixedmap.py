@@ -59,7 +59,7 @@ def _map_count_hint() -> str:
 
 def _call_mmap(start: int, size: int, prot: int, flags: int, fd: int) -> int:
     addr = _mmap(start, size, prot, flags, fd, 0)
-    if addr == _MAP_FAILED or addr is None:
+    if addr in _FAILED:
         raise _fail("mmap", start, size)
     return int(addr)
 

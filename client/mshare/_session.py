@@ -120,37 +120,29 @@ class Session:
         """Send a detach, which gets no reply; every later call of this session observes it.
 
         A session that has ended has no attachments left: then nothing is sent.
-        The send is inline (not _send_locked): close() waits for it, and the
-        broker's wake-up, which the next request's reply waits for, starts with it.
         """
         with self._send_lock:
-            sock = self._sock
-            if sock is None or self._lost is not None:
+            if self._sock is None or self._lost is not None:
                 return
-            request_id = self._next_id
-            self._next_id = request_id + 1
-            message = self._detach_message
-            message.request_id = request_id
             ids = self._detach_ids
             ids.append(attachment_id)
             try:
-                sock.send(message.SerializeToString())
-            except OSError as exc:
-                self._lose(exc)
-                return
+                self._send_locked(self._detach_message, wait=False)
+            except SessionLostError:
+                pass  # the send failed and lost the session, and its attachments with it
             finally:
                 del ids[:]
-            self.last_sent = request_id
 
-    def _send_locked(self, request: session_pb2.SessionRequest) -> int:
-        """Number and send a request that waits for its reply; the caller holds _send_lock, so ids reach the broker in order."""
+    def _send_locked(self, request: session_pb2.SessionRequest, *, wait: bool = True) -> int:
+        """Number and send a request; the caller holds _send_lock, so ids reach the broker in order."""
         sock = self._sock
         if sock is None or self._lost is not None:
             raise self._ended()
         request_id = self._next_id
         self._next_id = request_id + 1
         request.request_id = request_id
-        self._waiting.add(request_id)
+        if wait:
+            self._waiting.add(request_id)
         try:
             sock.send(request.SerializeToString())
         except OSError as exc:

@@ -65,7 +65,6 @@ _READABLE: Final = int(select.EPOLLIN | select.EPOLLRDHUP)
 _WRITABLE: Final = int(select.EPOLLOUT | select.EPOLLRDHUP)
 _INPUT_EVENTS: Final = int(select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
 _OUTPUT_EVENT: Final = int(select.EPOLLOUT)
-_READABLE_EVENT: Final = int(select.EPOLLIN)
 
 #: What a session request can be, as metrics label it.
 REQUEST_KINDS: Final = ("hello", "create", "attach", "detach", "invalid")
@@ -276,11 +275,7 @@ class SessionServer:
                     timeout = max(0.0, self._accept_paused_until - time.monotonic())
                 for fd, mask in self._poll(timeout):
                     try:
-                        conn = self._conns.get(fd)
-                        if conn is not None and mask == _READABLE_EVENT and not conn.closed:
-                            self._read(conn)  # the usual event, without _dispatch's frame
-                        else:
-                            self._dispatch(fd, mask)
+                        self._dispatch(fd, mask)
                     except Exception:
                         # A bug must cost at most the connection it happened on, never the loop.
                         log.exception("internal error on session socket fd %d; dropping that connection", fd)
