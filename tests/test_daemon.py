@@ -174,8 +174,16 @@ def request(**body: object) -> bytes:
     return message.SerializeToString()
 
 
-def hello(version: int = 1) -> bytes:
-    return request(hello=session_pb2.HelloRequest(min_protocol_version=version, max_protocol_version=version))
+def hello(version: int = 1, detach_channel: bool = False) -> bytes:
+    return request(
+        hello=session_pb2.HelloRequest(min_protocol_version=version, max_protocol_version=version, detach_channel=detach_channel)
+    )
+
+
+def detach(request_id: int, *attachment_ids: int) -> bytes:
+    message = session_pb2.SessionRequest(request_id=request_id)
+    message.detach.attachment_ids.extend(attachment_ids)
+    return message.SerializeToString()
 
 
 def test_hostile_session_input_is_refused_and_survived(broker: BrokerProcess) -> None:
@@ -229,6 +237,52 @@ def test_hostile_session_input_is_refused_and_survived(broker: BrokerProcess) ->
         assert region.buf[0] == 1
         region.close()
     assert broker.proc is not None and broker.proc.poll() is None
+
+
+def test_the_detach_channel_carries_detaches_and_nothing_else(broker: BrokerProcess) -> None:
+    with broker.connect() as ns:
+        ns.create("/r", size=2 * MiB).close()
+        with raw_session(broker) as sock:
+            reply, fds = ask(sock, hello())
+            assert not reply.hello.detach_channel and fds == []  # only for a client that asks
+        with raw_session(broker) as sock:
+            reply, fds = ask(sock, hello(detach_channel=True))
+            assert reply.hello.detach_channel and len(fds) == 1
+            with socket.socket(fileno=fds[0]) as channel:
+                assert (channel.family, channel.type) == (socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                attach = request(attach=session_pb2.AttachRequest(path="/r", access=resources_pb2.ACCESS_READ_WRITE))
+                ids = []
+                for _ in range(3):
+                    reply, fds = ask(sock, attach)
+                    ids.append(reply.attach.descriptor.attachment_id)
+                    for fd in fds:
+                        os.close(fd)
+                channel.send(detach(8, ids[0]))
+                assert wait_for(lambda: ns.stat("/r").attach_count == 2)
+                with open("/dev/null") as devnull:  # descriptors are closed; the detach is served
+                    channel.sendmsg(
+                        [detach(9, ids[1])],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [devnull.fileno()]).tobytes())],
+                    )
+                assert wait_for(lambda: ns.stat("/r").attach_count == 1)
+                baseline = broker.fd_count()
+                channel.send(attach)  # anything but a detach closes the channel, and only the channel
+
+                def closed() -> bool:
+                    try:
+                        channel.send(detach(10))
+                    except (BrokenPipeError, ConnectionResetError):
+                        return True
+                    return False
+
+                assert wait_for(closed)
+                assert wait_for(lambda: broker.fd_count() == baseline - 1)
+            reply, fds = ask(sock, attach)  # the session goes on; its detaches come on the session socket now
+            assert reply.attach.descriptor.region_id and len(fds) == 1
+            os.close(fds[0])
+            sock.send(detach(12, ids[2], reply.attach.descriptor.attachment_id))
+            assert wait_for(lambda: ns.stat("/r").attach_count == 0)
+        assert "other than a detach" in broker.log()
 
 
 def test_a_client_that_never_reads_does_not_stall_others(broker: BrokerProcess) -> None:

@@ -169,6 +169,20 @@ def test_enomem_when_the_arena_is_full(configured: BrokerProcess) -> None:
             region.close()
 
 
+def test_a_create_observes_the_close_just_before_it(configured: BrokerProcess) -> None:
+    """Closing the last attachment of an unlinked region frees its range, and the
+    very next create may need that range: the arena has room for four regions."""
+    with configured.connect() as ns:
+        regions = [ns.create(f"/fill{i}", size=256 * MiB) for i in range(4)]
+        for i in range(20):
+            victim = regions.pop(0)
+            ns.unlink(victim.path)  # lives on while attached, holding its range
+            victim.close()
+            regions.append(ns.create(f"/again{i}", size=256 * MiB))  # takes the range the close freed
+        for region in regions:
+            region.close()
+
+
 def test_emfile_when_the_broker_runs_out_of_descriptors(start_broker: Callable[..., BrokerProcess]) -> None:
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))

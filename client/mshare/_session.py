@@ -47,15 +47,17 @@ def close_all(fds: list[int]) -> None:
 
 
 class Session:
-    """One SOCK_SEQPACKET connection to the broker.
+    """One SOCK_SEQPACKET connection to the broker, and its detach channel.
 
     Threads may share it: each request gets an id; whichever waiting thread is
     reading hands other threads' replies to them. Every reply's fds are owned
     by exactly one party: the caller that asked, or this class, which closes
-    fds nobody waits for.
+    fds nobody waits for. Detaches go on the detach channel the broker hands
+    over at hello, so an attach sent after one is not queued behind it.
     """
 
     _sock: socket.socket | None = None
+    _channel: socket.socket | None = None
 
     def __init__(self, path: str, spin_us: int = 0) -> None:
         self.path = path
@@ -94,8 +96,15 @@ class Session:
         request.hello.max_protocol_version = PROTOCOL_VERSION
         request.hello.namespace = namespace
         request.hello.client_version = client_version
+        request.hello.detach_channel = True
         reply, fds = self.call(request)
-        close_all(fds)
+        if reply.hello.detach_channel and len(fds) == 1:
+            try:
+                self._channel = socket.socket(fileno=fds[0])
+            except OSError:
+                close_all(fds)  # not a socket: detaches go on the session socket
+        else:
+            close_all(fds)
         return reply.hello
 
     def call(self, request: session_pb2.SessionRequest) -> tuple[session_pb2.SessionResponse, list[int]]:
@@ -127,17 +136,22 @@ class Session:
             ids = self._detach_ids
             ids.append(attachment_id)
             try:
-                self._send_locked(self._detach_message, wait=False)
+                self._send_locked(self._detach_message, wait=False, channel=True)
             except SessionLostError:
                 pass  # the send failed and lost the session, and its attachments with it
             finally:
                 del ids[:]
 
-    def _send_locked(self, request: session_pb2.SessionRequest, *, wait: bool = True) -> int:
-        """Number and send a request; the caller holds _send_lock, so ids reach the broker in order."""
+    def _send_locked(self, request: session_pb2.SessionRequest, *, wait: bool = True, channel: bool = False) -> int:
+        """Number and send a request (on the detach channel if asked and there is one).
+
+        The caller holds _send_lock, so ids reach the broker in order.
+        """
         sock = self._sock
         if sock is None or self._lost is not None:
             raise self._ended()
+        if channel and self._channel is not None:
+            sock = self._channel
         request_id = self._next_id
         self._next_id = request_id + 1
         request.request_id = request_id
@@ -258,6 +272,9 @@ class Session:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
         with self._cond:
             stale = list(self._replies.values())
             self._replies.clear()

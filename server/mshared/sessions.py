@@ -71,6 +71,10 @@ REQUEST_KINDS: Final = ("hello", "create", "attach", "detach", "invalid")
 #: Latency buckets of session requests in seconds: the hot paths take tens of microseconds.
 REQUEST_BUCKETS: Final = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 0.1, 1.0)
 
+#: What a detach can cure, by freeing a region's range and descriptors: an attach or
+#: create that fails so is tried again after the detaches waiting on the detach channel.
+CURABLE: Final = frozenset({errno.ENOMEM, errno.EADDRINUSE, errno.EMFILE, errno.ENFILE})
+
 #: Threads that create hugetlb regions (whose fallocate can take seconds) off the session loop.
 CREATE_WORKERS: Final = 2
 
@@ -80,8 +84,9 @@ MAX_PENDING_CREATES: Final = 16
 #: Serves one request on a connection.
 Serve = Callable[["Connection", session_pb2.SessionRequest, str], None]
 
-#: One queued reply: the bytes, the SCM_RIGHTS ancillary data, and whether it hands off a memfd.
-Reply = tuple[bytes, list[tuple[int, int, bytes]], bool]
+#: One queued reply: the bytes, the SCM_RIGHTS ancillary data, whether it hands off a memfd,
+#: and a socket the reply passes on, which the broker closes once the reply is sent or dropped.
+Reply = tuple[bytes, list[tuple[int, int, bytes]], bool, socket.socket | None]
 
 
 class RequestStats:
@@ -147,6 +152,13 @@ def remove_stale_socket(path: Path) -> None:
         pass
 
 
+_PARSE: Final = session_pb2.SessionRequest.FromString
+
+
+def _too_big() -> BrokerError:
+    return BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors")
+
+
 class AttachReply:
     """The session loop's one attach reply, refilled for every attach.
 
@@ -174,7 +186,7 @@ class AttachReply:
 class Connection:
     """One client connection; replies are sent without blocking, queued when the client lags."""
 
-    __slots__ = ("closed", "creds", "deferred", "fd", "lock", "outbox", "seen", "session", "sock")
+    __slots__ = ("channel", "closed", "creds", "fd", "lock", "outbox", "seen", "session", "sock")
 
     def __init__(self, sock: socket.socket, creds: Credentials) -> None:
         self.sock = sock
@@ -182,8 +194,9 @@ class Connection:
         self.creds = creds
         self.session: SessionRecord | None = None
         self.outbox: collections.deque[Reply] = collections.deque()
-        # Detaches read but not yet served (see SessionServer._read), and the last request id read.
-        self.deferred: list[session_pb2.SessionRequest] = []
+        # The broker's end of the session's detach channel, if the client asked for one.
+        self.channel: socket.socket | None = None
+        # The highest request id read on either socket.
         self.seen = 0
         # Orders sends against teardown, so a queued fd is never sent after its region is freed.
         self.lock = threading.Lock()
@@ -204,6 +217,7 @@ class SessionServer:
         self.spin_ns = spin_us * 1000
         self._epoll = select.epoll()
         self._listener: socket.socket | None = None
+        # Both sockets of a connection, the session socket and its detach channel, by fd.
         self._conns: dict[int, Connection] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -351,79 +365,117 @@ class SessionServer:
             self._epoll.register(self._listener.fileno(), select.EPOLLIN)
 
     def _read(self, conn: Connection) -> None:
-        """Serve up to BATCH requests; the batch's detaches are served after its replies are sent.
+        """Serve up to BATCH requests: the session socket's first, then the detach channel's.
 
-        A client that closes one region and opens another sends a detach and
-        then an attach; the detach (which has no reply) waits for the attach's
-        reply to be out. Nothing else may overtake a detach, and nothing does
-        while events are watched, whose order it would change; an attach
-        depends on earlier detaches only through what they free, so one that
-        fails is tried again after them. The session counts a request as seen
-        (for gRPC calls that must observe it) only once every detach before it
-        is served.
+        A client that closes one region and opens another sends the detach on
+        its detach channel and then the attach on the session socket; the
+        broker, woken by the detach, finds both and answers the attach first.
+        An attach depends on earlier detaches only through what they free, so
+        one that fails is tried again after them; every other request, and
+        every attach while events are watched (whose order it would change),
+        is served after them. The session counts requests as seen (for gRPC
+        calls that must observe them) only once both sockets are empty.
         """
-        try:
-            for _ in range(BATCH):
-                try:
-                    data, ancillary, flags, _ = conn.sock.recvmsg(MAX_PACKET, _ANCILLARY, _RECV_FLAGS)
-                except BlockingIOError:
-                    return
-                except OSError as exc:
-                    log.debug("session socket error: %s", exc)
-                    self._close(conn)
-                    return
-                if ancillary and close_fds(ancillary):
-                    log.warning("closed descriptors a client (uid %d pid %d) sent to the broker", conn.creds.uid, conn.creds.pid)
-                if not data and not ancillary:
-                    self._close(conn)
-                    return
-                if flags & _TRUNCATED:
-                    too_big = BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors")
-                    self._refuse(conn, too_big)
-                else:
-                    self._handle(conn, data)
-                if conn.outbox or conn.closed:
-                    return
-        finally:
-            if conn.deferred and not conn.closed:
-                self._serve_deferred(conn)
+        if conn.outbox:  # woken by the detach channel while a reply waits: no more requests until it is out
+            if conn.channel is not None:
+                self._drain(conn)
+            return
+        for _ in range(BATCH):
+            try:
+                data, ancillary, flags, _ = conn.sock.recvmsg(MAX_PACKET, _ANCILLARY, _RECV_FLAGS)
+            except BlockingIOError:
+                if conn.channel is not None and self._drain(conn):
+                    continue  # requests sent after those detaches may have come meanwhile
                 if conn.session is not None:
-                    conn.session.mark_seen(conn.seen)  # every request read is served now
+                    conn.session.mark_seen(conn.seen)  # both sockets are empty: all read is served
+                return
+            except OSError as exc:
+                log.debug("session socket error: %s", exc)
+                self._close(conn)
+                return
+            if ancillary and close_fds(ancillary):
+                self._warn_fds(conn)
+            if not data and not ancillary:
+                self._close(conn)
+                return
+            if flags & _TRUNCATED:
+                self._refuse(conn, _too_big())
+            else:
+                self._handle(conn, data)
+            if conn.outbox or conn.closed:
+                return
 
-    def _serve_deferred(self, conn: Connection) -> None:
-        deferred, conn.deferred = conn.deferred, []
-        for request in deferred:
+    def _drain(self, conn: Connection) -> bool:
+        """Serve up to BATCH detaches waiting on the detach channel; True if it held any packet.
+
+        The channel gets no replies: a packet that is not a detach closes it
+        (the session goes on, and its detaches must then come on the session socket).
+        """
+        channel = conn.channel
+        assert channel is not None
+        for count in range(BATCH):
+            try:
+                data, ancillary, flags, _ = channel.recvmsg(MAX_PACKET, _ANCILLARY, _RECV_FLAGS)
+            except BlockingIOError:
+                return count > 0
+            except OSError as exc:
+                log.debug("detach channel error: %s", exc)
+                data, ancillary = b"", []
+            if ancillary and close_fds(ancillary):
+                self._warn_fds(conn)
+            if not data and not ancillary:
+                self._close_channel(conn)  # the client let it go
+                return count > 0
+            try:
+                request = None if flags & _TRUNCATED else _PARSE(data)
+            except DecodeError:
+                request = None
+            if request is None or request.WhichOneof("body") != "detach":
+                log.warning(
+                    "closed the detach channel of session %s (uid %d pid %d): it carried something other than a detach",
+                    conn.session.id if conn.session else "-",
+                    conn.creds.uid,
+                    conn.creds.pid,
+                )
+                self.stats.record("invalid", code_name(errno.EINVAL), 0.0)
+                self._close_channel(conn)
+                return True
+            if request.request_id > conn.seen:
+                conn.seen = request.request_id
             self._answer(conn, request, "detach", self._serve)
-        if conn.session is not None:
-            conn.session.mark_seen(deferred[-1].request_id)
+        return True
+
+    def _warn_fds(self, conn: Connection) -> None:
+        log.warning("closed descriptors a client (uid %d pid %d) sent to the broker", conn.creds.uid, conn.creds.pid)
 
     # -- requests -------------------------------------------------------------------
 
     def _handle(self, conn: Connection, data: bytes) -> None:
+        """Serve one request from the session socket; see _read for what waits for the detach channel."""
         try:
-            request = session_pb2.SessionRequest.FromString(data)
+            request = _PARSE(data)
         except DecodeError:
             self._refuse(conn, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
             return
         kind = request.WhichOneof("body") or "invalid"
-        conn.seen = request.request_id
+        if request.request_id > conn.seen:
+            conn.seen = request.request_id
         session = conn.session
-        if session is None:
+        if session is None or (kind != "attach" and kind != "create"):
+            if conn.channel is not None:
+                self._drain(conn)  # observes every detach sent before it
             self._answer(conn, request, kind, self._serve)
-        elif kind == "attach":
-            self._answer(conn, request, kind, self._attach)  # the hot path: straight to its handler
-        elif kind == "detach" and not self.broker.watch_count():
-            conn.deferred.append(request)
             return
+        if conn.channel is not None and self.broker.watch_count():
+            self._drain(conn)  # events in the order of the calls
+        if kind == "attach":
+            self._answer(conn, request, kind, self._attach)  # the hot path: straight to its handler
+        elif self._is_slow(session, request):
+            if conn.channel is not None:
+                self._drain(conn)  # the create thread cannot try again after them
+            self._create_later(conn, request, kind)
         else:
-            if conn.deferred:
-                self._serve_deferred(conn)
-            if kind == "create" and self._is_slow(session, request):
-                self._create_later(conn, request, kind)
-            else:
-                self._answer(conn, request, kind, self._serve)
-        if conn.session is not None and not conn.deferred:
-            conn.session.mark_seen(request.request_id)
+            self._answer(conn, request, kind, self._create_here)
 
     def _answer(self, conn: Connection, request: session_pb2.SessionRequest, kind: str, serve: Serve) -> None:
         """Serve one request; every failure becomes an error reply, and the outcome a statistic."""
@@ -471,7 +523,7 @@ class SessionServer:
         return policy.huge_page_bytes > 0 and policy in self.broker.policies  # an unoffered one: EINVAL, inline
 
     def _serve(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
-        """Every request but an attach of a live session, which _handle sends straight to _attach."""
+        """Every request but an attach or create of a live session, which _handle serves itself."""
         session = conn.session
         if kind == "hello":
             self._hello(conn, request.request_id, request.hello)
@@ -480,8 +532,6 @@ class SessionServer:
             raise BrokerError(errno.ENOTCONN, "the first request of a session must be hello")
         if kind == "detach":
             self.broker.detach(session, request.detach.attachment_ids)
-        elif kind == "create":
-            self._create(conn, request, kind)
         else:
             raise BrokerError(errno.EINVAL, "empty or unknown request")
 
@@ -494,10 +544,9 @@ class SessionServer:
         namespace, path, region_id = attach.namespace, attach.path, attach.region_id
         try:
             handoff = self.broker.attach(session, namespace, path, region_id, access)
-        except BrokerError:
-            if not conn.deferred:
+        except BrokerError as exc:
+            if exc.errno not in CURABLE or conn.channel is None or not self._drain(conn):
                 raise
-            self._serve_deferred(conn)  # they may free what it lacked
             handoff = self.broker.attach(session, namespace, path, region_id, access)
         self._send(conn, self._attach_reply.fill(request.request_id, handoff), handoff.fd)
         # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
@@ -510,6 +559,15 @@ class SessionServer:
                 session.id,
                 handoff.access.value,
             )
+
+    def _create_here(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+        """A create on the session loop, served before the detaches read with it and tried again after them."""
+        try:
+            self._create(conn, request, kind)
+        except BrokerError as exc:
+            if exc.errno not in CURABLE or conn.channel is None or not self._drain(conn):
+                raise
+            self._create(conn, request, kind)
 
     def _create(self, conn: Connection, request: session_pb2.SessionRequest, kind: str = "create") -> None:
         session = conn.session
@@ -545,7 +603,26 @@ class SessionServer:
         )
         with conn.lock:
             conn.session = session
-        self._send(conn, response, -1)
+        theirs = self._open_channel(conn) if hello.detach_channel else None
+        response.hello.detach_channel = theirs is not None
+        self._send(conn, response, -1, theirs)
+
+    def _open_channel(self, conn: Connection) -> socket.socket | None:
+        """A socket pair for the session's detaches: the broker keeps one end, the hello reply passes on the other.
+
+        Without descriptors to spare the session goes on without one: detaches then come on the session socket.
+        """
+        try:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        except OSError as exc:
+            log.warning("session %s: no detach channel: %s", conn.session.id if conn.session else "-", exc.strerror)
+            return None
+        mine.setblocking(False)
+        mine.shutdown(socket.SHUT_WR)  # the broker never writes to it
+        conn.channel = mine
+        self._conns[mine.fileno()] = conn
+        self._epoll.register(mine.fileno(), _READABLE)
+        return theirs
 
     def _refuse(self, conn: Connection, exc: BrokerError) -> None:
         """A packet that is no request at all: answered with request id 0, counted as invalid."""
@@ -561,13 +638,22 @@ class SessionServer:
 
     # -- sending --------------------------------------------------------------------
 
-    def _send(self, conn: Connection, response: session_pb2.SessionResponse, fd: int) -> None:
-        """Send now, or queue behind earlier replies; a handoff counts when its send succeeds or fails."""
+    def _send(
+        self, conn: Connection, response: session_pb2.SessionResponse, fd: int, passed: socket.socket | None = None
+    ) -> None:
+        """Send now, or queue behind earlier replies; a handoff counts when its send succeeds or fails.
+
+        fd is a region's memfd, which the broker keeps; passed is a socket the
+        reply hands over, which the broker closes once the reply is sent or dropped.
+        """
         data = response.SerializeToString()
+        if passed is not None:
+            fd = passed.fileno()
         ancillary = [(_SOL_SOCKET, _SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))] if fd >= 0 else []
+        handoff = fd >= 0 and passed is None
         with conn.lock:
             if conn.closed:
-                self._handed_off(conn, fd >= 0, None)
+                self._handed_off(conn, handoff, None, passed)
                 return
             if not conn.outbox:
                 try:
@@ -575,16 +661,20 @@ class SessionServer:
                 except BlockingIOError:
                     self._epoll.modify(conn.fd, _WRITABLE)
                 except OSError as exc:
-                    self._handed_off(conn, fd >= 0, exc)
+                    self._handed_off(conn, handoff, exc, passed)
                     return
                 else:
-                    if fd >= 0:
+                    if handoff:
                         self.stats.handoff(True)
+                    elif passed is not None:
+                        passed.close()
                     return
-            conn.outbox.append((data, ancillary, fd >= 0))
+            conn.outbox.append((data, ancillary, handoff, passed))
 
-    def _handed_off(self, conn: Connection, handoff: bool, error: OSError | None) -> None:
+    def _handed_off(self, conn: Connection, handoff: bool, error: OSError | None, passed: socket.socket | None) -> None:
         failed = error is not None or conn.closed
+        if passed is not None:
+            passed.close()
         if handoff:
             self.stats.handoff(not failed)
         if failed:
@@ -594,18 +684,18 @@ class SessionServer:
     def _flush(self, conn: Connection) -> None:
         with conn.lock:
             while conn.outbox:
-                data, ancillary, handoff = conn.outbox[0]
+                data, ancillary, handoff, passed = conn.outbox[0]
                 try:
                     conn.sock.sendmsg([data], ancillary, _SEND_FLAGS)
                 except BlockingIOError:
                     return
                 except OSError as exc:
-                    for _, _, queued in conn.outbox:
-                        self._handed_off(conn, queued, exc)
+                    for _, _, queued, queued_passed in conn.outbox:
+                        self._handed_off(conn, queued, exc, queued_passed)
                     conn.outbox.clear()
                     break
                 conn.outbox.popleft()
-                self._handed_off(conn, handoff, None)
+                self._handed_off(conn, handoff, None, passed)
             if not conn.closed:
                 self._epoll.modify(conn.fd, _READABLE)
         if not conn.closed:
@@ -616,8 +706,8 @@ class SessionServer:
             if conn.closed:
                 return
             conn.closed = True
-            for _, _, handoff in conn.outbox:
-                self._handed_off(conn, handoff, None)
+            for _, _, handoff, passed in conn.outbox:
+                self._handed_off(conn, handoff, None, passed)
             conn.outbox.clear()
         self._conns.pop(conn.fd, None)
         try:
@@ -625,5 +715,17 @@ class SessionServer:
         except (OSError, ValueError):
             pass
         conn.sock.close()
+        if conn.channel is not None:
+            self._close_channel(conn)
         if conn.session is not None:
             self.broker.end_session(conn.session)
+
+    def _close_channel(self, conn: Connection) -> None:
+        channel, conn.channel = conn.channel, None
+        assert channel is not None
+        self._conns.pop(channel.fileno(), None)
+        try:
+            self._epoll.unregister(channel.fileno())
+        except (OSError, ValueError):
+            pass
+        channel.close()

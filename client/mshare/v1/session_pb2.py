@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mshare.v1 import resources_pb2 as mshare_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mshare/v1/session.proto\x12\tmshare.v1\x1a\x19mshare/v1/resources.proto\"\xe3\x01\n\x0eSessionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x05hello\x18\x02 \x01(\x0b\x32\x17.mshare.v1.HelloRequestH\x00\x12\x33\n\x06\x63reate\x18\x03 \x01(\x0b\x32!.mshare.v1.CreateAndAttachRequestH\x00\x12*\n\x06\x61ttach\x18\x04 \x01(\x0b\x32\x18.mshare.v1.AttachRequestH\x00\x12*\n\x06\x64\x65tach\x18\x05 \x01(\x0b\x32\x18.mshare.v1.DetachRequestH\x00\x42\x06\n\x04\x62ody\"\xa6\x01\n\x0fSessionResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.mshare.v1.Error\x12)\n\x05hello\x18\x03 \x01(\x0b\x32\x18.mshare.v1.HelloResponseH\x00\x12+\n\x06\x61ttach\x18\x04 \x01(\x0b\x32\x19.mshare.v1.AttachResponseH\x00\x42\x06\n\x04\x62ody\"u\n\x0cHelloRequest\x12\x1c\n\x14min_protocol_version\x18\x01 \x01(\r\x12\x1c\n\x14max_protocol_version\x18\x02 \x01(\r\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x04 \x01(\t\"\xc7\x01\n\rHelloResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x16\n\x0e\x62roker_version\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12%\n\x08identity\x18\x06 \x01(\x0b\x32\x13.mshare.v1.Identity\x12+\n\tnamespace\x18\x07 \x01(\x0b\x32\x18.mshare.v1.NamespaceInfo\"\x96\x01\n\x16\x43reateAndAttachRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\r\n\x05start\x18\x05 \x01(\x04\x12*\n\x0bpage_policy\x18\x06 \x01(\x0e\x32\x15.mshare.v1.PagePolicy\"t\n\rAttachRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x12\x13\n\tregion_id\x18\x03 \x01(\x04H\x00\x12!\n\x06\x61\x63\x63\x65ss\x18\x04 \x01(\x0e\x32\x11.mshare.v1.AccessB\x08\n\x06target\"A\n\x0e\x41ttachResponse\x12/\n\ndescriptor\x18\x01 \x01(\x0b\x32\x1b.mshare.v1.RegionDescriptor\"\'\n\rDetachRequest\x12\x16\n\x0e\x61ttachment_ids\x18\x01 \x03(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mshare/v1/session.proto\x12\tmshare.v1\x1a\x19mshare/v1/resources.proto\"\xe3\x01\n\x0eSessionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x05hello\x18\x02 \x01(\x0b\x32\x17.mshare.v1.HelloRequestH\x00\x12\x33\n\x06\x63reate\x18\x03 \x01(\x0b\x32!.mshare.v1.CreateAndAttachRequestH\x00\x12*\n\x06\x61ttach\x18\x04 \x01(\x0b\x32\x18.mshare.v1.AttachRequestH\x00\x12*\n\x06\x64\x65tach\x18\x05 \x01(\x0b\x32\x18.mshare.v1.DetachRequestH\x00\x42\x06\n\x04\x62ody\"\xa6\x01\n\x0fSessionResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.mshare.v1.Error\x12)\n\x05hello\x18\x03 \x01(\x0b\x32\x18.mshare.v1.HelloResponseH\x00\x12+\n\x06\x61ttach\x18\x04 \x01(\x0b\x32\x19.mshare.v1.AttachResponseH\x00\x42\x06\n\x04\x62ody\"\x8d\x01\n\x0cHelloRequest\x12\x1c\n\x14min_protocol_version\x18\x01 \x01(\r\x12\x1c\n\x14max_protocol_version\x18\x02 \x01(\r\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65tach_channel\x18\x05 \x01(\x08\"\xdf\x01\n\rHelloResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x16\n\x0e\x62roker_version\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12%\n\x08identity\x18\x06 \x01(\x0b\x32\x13.mshare.v1.Identity\x12+\n\tnamespace\x18\x07 \x01(\x0b\x32\x18.mshare.v1.NamespaceInfo\x12\x16\n\x0e\x64\x65tach_channel\x18\x08 \x01(\x08\"\x96\x01\n\x16\x43reateAndAttachRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\r\n\x05start\x18\x05 \x01(\x04\x12*\n\x0bpage_policy\x18\x06 \x01(\x0e\x32\x15.mshare.v1.PagePolicy\"t\n\rAttachRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x12\x13\n\tregion_id\x18\x03 \x01(\x04H\x00\x12!\n\x06\x61\x63\x63\x65ss\x18\x04 \x01(\x0e\x32\x11.mshare.v1.AccessB\x08\n\x06target\"A\n\x0e\x41ttachResponse\x12/\n\ndescriptor\x18\x01 \x01(\x0b\x32\x1b.mshare.v1.RegionDescriptor\"\'\n\rDetachRequest\x12\x16\n\x0e\x61ttachment_ids\x18\x01 \x03(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONREQUEST']._serialized_end=293
   _globals['_SESSIONRESPONSE']._serialized_start=296
   _globals['_SESSIONRESPONSE']._serialized_end=462
-  _globals['_HELLOREQUEST']._serialized_start=464
-  _globals['_HELLOREQUEST']._serialized_end=581
-  _globals['_HELLORESPONSE']._serialized_start=584
-  _globals['_HELLORESPONSE']._serialized_end=783
-  _globals['_CREATEANDATTACHREQUEST']._serialized_start=786
-  _globals['_CREATEANDATTACHREQUEST']._serialized_end=936
-  _globals['_ATTACHREQUEST']._serialized_start=938
-  _globals['_ATTACHREQUEST']._serialized_end=1054
-  _globals['_ATTACHRESPONSE']._serialized_start=1056
-  _globals['_ATTACHRESPONSE']._serialized_end=1121
-  _globals['_DETACHREQUEST']._serialized_start=1123
-  _globals['_DETACHREQUEST']._serialized_end=1162
+  _globals['_HELLOREQUEST']._serialized_start=465
+  _globals['_HELLOREQUEST']._serialized_end=606
+  _globals['_HELLORESPONSE']._serialized_start=609
+  _globals['_HELLORESPONSE']._serialized_end=832
+  _globals['_CREATEANDATTACHREQUEST']._serialized_start=835
+  _globals['_CREATEANDATTACHREQUEST']._serialized_end=985
+  _globals['_ATTACHREQUEST']._serialized_start=987
+  _globals['_ATTACHREQUEST']._serialized_end=1103
+  _globals['_ATTACHRESPONSE']._serialized_start=1105
+  _globals['_ATTACHRESPONSE']._serialized_end=1170
+  _globals['_DETACHREQUEST']._serialized_start=1172
+  _globals['_DETACHREQUEST']._serialized_end=1211
 # @@protoc_insertion_point(module_scope)

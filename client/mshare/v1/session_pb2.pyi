@@ -34,19 +34,21 @@ class SessionResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., error: _Optional[_Union[_resources_pb2.Error, _Mapping]] = ..., hello: _Optional[_Union[HelloResponse, _Mapping]] = ..., attach: _Optional[_Union[AttachResponse, _Mapping]] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("min_protocol_version", "max_protocol_version", "namespace", "client_version")
+    __slots__ = ("min_protocol_version", "max_protocol_version", "namespace", "client_version", "detach_channel")
     MIN_PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DETACH_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     min_protocol_version: int
     max_protocol_version: int
     namespace: str
     client_version: str
-    def __init__(self, min_protocol_version: _Optional[int] = ..., max_protocol_version: _Optional[int] = ..., namespace: _Optional[str] = ..., client_version: _Optional[str] = ...) -> None: ...
+    detach_channel: bool
+    def __init__(self, min_protocol_version: _Optional[int] = ..., max_protocol_version: _Optional[int] = ..., namespace: _Optional[str] = ..., client_version: _Optional[str] = ..., detach_channel: _Optional[bool] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("protocol_version", "broker_version", "session_id", "token", "epoch", "identity", "namespace")
+    __slots__ = ("protocol_version", "broker_version", "session_id", "token", "epoch", "identity", "namespace", "detach_channel")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     BROKER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,7 @@ class HelloResponse(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DETACH_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     broker_version: str
     session_id: int
@@ -61,7 +64,8 @@ class HelloResponse(_message.Message):
     epoch: int
     identity: _resources_pb2.Identity
     namespace: _resources_pb2.NamespaceInfo
-    def __init__(self, protocol_version: _Optional[int] = ..., broker_version: _Optional[str] = ..., session_id: _Optional[int] = ..., token: _Optional[str] = ..., epoch: _Optional[int] = ..., identity: _Optional[_Union[_resources_pb2.Identity, _Mapping]] = ..., namespace: _Optional[_Union[_resources_pb2.NamespaceInfo, _Mapping]] = ...) -> None: ...
+    detach_channel: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., broker_version: _Optional[str] = ..., session_id: _Optional[int] = ..., token: _Optional[str] = ..., epoch: _Optional[int] = ..., identity: _Optional[_Union[_resources_pb2.Identity, _Mapping]] = ..., namespace: _Optional[_Union[_resources_pb2.NamespaceInfo, _Mapping]] = ..., detach_channel: _Optional[bool] = ...) -> None: ...
 
 class CreateAndAttachRequest(_message.Message):
     __slots__ = ("namespace", "path", "size_bytes", "mode", "start", "page_policy")
