@@ -5,6 +5,9 @@ Every operation is timed from the request to the region unmapped again:
   (a Python helper process) + mmap at a fixed address + touch + munmap;
 - shm: multiprocessing.shared_memory attach by name + touch + close (no broker);
 - attach: mshare open + touch the first byte + close;
+- wire: the same attach spoken on the session protocol by hand, without the
+  SDK (attach, map, touch, detach on the detach channel, unmap): what the
+  broker and the protocol cost, so that attach minus wire is the SDK's share;
 - re-open: the same while another handle keeps the region mapped (no mmap);
 - create+map: mshare create + touch (the unlink and close are not timed);
 - create+map+unlink: the same, with close and unlink (a gRPC call) timed.
@@ -38,6 +41,7 @@ import common
 
 import mshare
 from mshare import _fixedmap
+from mshare.v1 import resources_pb2, session_pb2
 
 MiB = 1 << 20
 SIZES = (1 * MiB, 64 * MiB)
@@ -88,6 +92,52 @@ class RawFloor:
         assert self.server.stdout is not None
         self.server.stdout.close()
         _fixedmap.unmap(self.address, self.size, back_to_reservation=False)
+
+
+class WireClient:
+    """The session protocol by hand (docs/protocol.md): the least an SDK can do per attach.
+
+    Maps inside the arena the namespace's SDK reserved, on a region of its own.
+    """
+
+    def __init__(self, run_dir: Path, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.connect(str(run_dir / "session.sock"))
+        hello = session_pb2.SessionRequest(request_id=1)
+        hello.hello.min_protocol_version = hello.hello.max_protocol_version = 1
+        hello.hello.detach_channel = True
+        self.sock.send(hello.SerializeToString())
+        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC)
+        assert session_pb2.SessionResponse.FromString(data).hello.detach_channel
+        self.channel = socket.socket(fileno=int.from_bytes(ancillary[0][2], sys.byteorder))
+        self.ids = 1
+        self.attach = session_pb2.SessionRequest()
+        self.attach.attach.path = path
+        self.attach.attach.access = resources_pb2.ACCESS_READ_WRITE
+        self.detach = session_pb2.SessionRequest()
+        self.detach.detach.SetInParent()
+
+    def op(self) -> None:
+        self.ids += 1
+        self.attach.request_id = self.ids
+        self.sock.send(self.attach.SerializeToString())
+        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC)
+        descriptor = session_pb2.SessionResponse.FromString(data).attach.descriptor
+        fd, start, size = int.from_bytes(ancillary[0][2], sys.byteorder), descriptor.start, descriptor.size_bytes
+        _fixedmap.map_shared(start, size, fd, True, over_reservation=True)
+        ctypes.c_ubyte.from_address(start).value = 1
+        self.ids += 1
+        self.detach.request_id = self.ids
+        del self.detach.detach.attachment_ids[:]
+        self.detach.detach.attachment_ids.append(descriptor.attachment_id)
+        self.channel.send(self.detach.SerializeToString())
+        _fixedmap.unmap(start, size, back_to_reservation=True)
+        os.close(fd)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.sock.close()
 
 
 #: Operations run before each timed run, untimed: the first ones after a switch pay for cold caches.
@@ -149,8 +199,10 @@ class MshareOps:
         self.drop_created()
 
 
-def measure_size(ns: mshare.Namespace, size: int, raw: RawFloor, args: argparse.Namespace) -> dict[str, Any]:
+def measure_size(ns: mshare.Namespace, size: int, raw: RawFloor, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     ops = MshareOps(ns, size)
+    ns.allocate(f"/wire-{size}", size=size, mode=0o600)
+    wire = WireClient(run_dir, f"/wire-{size}")
     shm = shared_memory.SharedMemory(create=True, size=size)
     resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
 
@@ -164,6 +216,7 @@ def measure_size(ns: mshare.Namespace, size: int, raw: RawFloor, args: argparse.
     runs: dict[str, Callable[[], list[float]]] = {
         "raw": lambda: timed(raw.op, args.ops),
         "attach": lambda: timed(ops.attach, args.ops),
+        "wire": lambda: timed(wire.op, args.ops),
         "shm": lambda: timed(shm_attach(shm.name), args.ops, forget_shm),
         "reopen": reopen,
         "create": lambda: timed(ops.create, args.ops // 4, ops.drop_created),
@@ -178,7 +231,9 @@ def measure_size(ns: mshare.Namespace, size: int, raw: RawFloor, args: argparse.
     shm.close()
     resource_tracker.register(shm._name, "shared_memory")  # type: ignore[attr-defined]  # unlink() unregisters it
     shm.unlink()
+    wire.close()
     ns.unlink(ops.path)
+    ns.unlink(wire.path)
     return {
         name: {
             "p50_us": common.median([r["p50_us"] for r in per_round]),
@@ -198,7 +253,7 @@ def measure(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         for size in SIZES:
             raw = RawFloor(size, raw_address, run_dir)
             try:
-                results[f"{size // MiB} MiB"] = measure_size(ns, size, raw, args)
+                results[f"{size // MiB} MiB"] = measure_size(ns, size, raw, args, run_dir)
             finally:
                 raw.close()
     return results
@@ -208,6 +263,7 @@ NAMES = {
     "raw": "raw floor (fd over SCM_RIGHTS + mmap + touch + munmap)",
     "shm": "multiprocessing.shared_memory attach + touch + close",
     "attach": "mshare attach (open + touch + close)",
+    "wire": "the same on the wire protocol, without the SDK",
     "reopen": "mshare re-open of a region already mapped",
     "create": "mshare create + map + touch",
     "create_unlink": "mshare create + map + touch + close + unlink",

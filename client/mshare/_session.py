@@ -84,7 +84,8 @@ class Session:
         # Messages for the hot paths, filled and sent under _send_lock: building one costs microseconds.
         self._attach_message = session_pb2.SessionRequest()
         self._attach_body = self._attach_message.attach
-        self._attach_body.access = resources_pb2.ACCESS_READ_WRITE
+        self._attach_body.access = self._attach_access = resources_pb2.ACCESS_READ_WRITE
+        self._attach_path = ""
         self._detach_message = session_pb2.SessionRequest()
         self._detach_message.detach.SetInParent()
         self._detach_ids = self._detach_message.detach.attachment_ids
@@ -119,9 +120,10 @@ class Session:
     def attach(self, path: str, access: resources_pb2.Access) -> tuple[session_pb2.SessionResponse, list[int]]:
         """call() with an attach request by path (the hot path: the message is reused)."""
         with self._send_lock:
-            body = self._attach_body
-            body.path = path
-            body.access = access
+            if path is not self._attach_path or access != self._attach_access:  # a repeated open sets nothing
+                body = self._attach_body
+                body.path = self._attach_path = path
+                body.access = self._attach_access = access
             request_id = self._send_locked(self._attach_message)
         return self._reply(request_id)
 
