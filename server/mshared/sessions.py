@@ -370,11 +370,12 @@ class SessionServer:
         A client that closes one region and opens another sends the detach on
         its detach channel and then the attach on the session socket; the
         broker, woken by the detach, finds both and answers the attach first.
-        An attach depends on earlier detaches only through what they free, so
-        one that fails is tried again after them; every other request, and
-        every attach while events are watched (whose order it would change),
-        is served after them. The session counts requests as seen (for gRPC
-        calls that must observe them) only once both sockets are empty.
+        An attach or a create depends on earlier detaches only through what
+        they free, so one that fails with an error a detach can cure is tried
+        again after them; every other request, and every request while events
+        are watched (whose order it would change), is served after them. The
+        session counts requests as seen (for gRPC calls that must observe
+        them) only once both sockets are empty.
         """
         if conn.outbox:  # woken by the detach channel while a reply waits: no more requests until it is out
             if conn.channel is not None:
