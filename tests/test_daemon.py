@@ -285,6 +285,21 @@ def test_the_detach_channel_carries_detaches_and_nothing_else(broker: BrokerProc
         assert "other than a detach" in broker.log()
 
 
+def test_the_sdk_detaches_on_the_session_socket_once_its_detach_channel_is_gone(broker: BrokerProcess) -> None:
+    with broker.connect() as ns:
+        region = ns.create("/fallback", size=2 * MiB)
+        channel = ns._session._channel  # type: ignore[union-attr]
+        assert channel is not None
+        channel.send(b"\xff not a detach")  # the broker closes its end of a misused channel
+        assert wait_for(lambda: "other than a detach" in broker.log())
+        region.close()  # the send on the closed channel fails: the detach goes on the session socket
+        assert ns.stat("/fallback").attach_count == 0
+        with ns.open("/fallback") as again:  # and the session goes on
+            again.buf[0] = 1
+            assert ns.stat("/fallback").attach_count == 1
+        assert ns.stat("/fallback").attach_count == 0
+
+
 def test_a_client_that_never_reads_does_not_stall_others(broker: BrokerProcess) -> None:
     with broker.connect() as ns:
         ns.create("/pressure", size=2 * MiB).close()

@@ -152,19 +152,31 @@ class Session:
         sock = self._sock
         if sock is None or self._lost is not None:
             raise self._ended()
-        if channel and self._channel is not None:
-            sock = self._channel
         request_id = self._next_id
         self._next_id = request_id + 1
         request.request_id = request_id
         if wait:
             self._waiting.add(request_id)
+        data = request.SerializeToString()
+        detaches = self._channel if channel else None
         try:
-            sock.send(request.SerializeToString())
+            if detaches is None:
+                sock.send(data)
+            else:
+                try:
+                    detaches.send(data)
+                except OSError:
+                    self._drop_channel()  # the broker let it go: the session socket carries the detach
+                    sock.send(data)
         except OSError as exc:
             raise self._lose(exc) from exc
         self.last_sent = request_id
         return request_id
+
+    def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
 
     def _reply(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
         """Our reply: read it ourselves, or take it from the thread that read it; raises its error.
@@ -274,9 +286,7 @@ class Session:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            channel.close()
+        self._drop_channel()
         with self._cond:
             stale = list(self._replies.values())
             self._replies.clear()
