@@ -155,10 +155,6 @@ def remove_stale_socket(path: Path) -> None:
 _PARSE: Final = session_pb2.SessionRequest.FromString
 
 
-def _too_big() -> BrokerError:
-    return BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors")
-
-
 class AttachReply:
     """The session loop's one attach reply, refilled for every attach.
 
@@ -400,7 +396,7 @@ class SessionServer:
                 self._close(conn)
                 return
             if flags & _TRUNCATED:
-                self._refuse(conn, _too_big())
+                self._refuse(conn, BrokerError(errno.EINVAL, f"request larger than {MAX_PACKET} bytes or carrying descriptors"))
             else:
                 self._handle(conn, data)
             if conn.outbox or conn.closed:
@@ -665,10 +661,7 @@ class SessionServer:
                     self._handed_off(conn, handoff, exc, passed)
                     return
                 else:
-                    if handoff:
-                        self.stats.handoff(True)
-                    elif passed is not None:
-                        passed.close()
+                    self._handed_off(conn, handoff, None, passed)
                     return
             conn.outbox.append((data, ancillary, handoff, passed))
 
@@ -710,12 +703,7 @@ class SessionServer:
             for _, _, handoff, passed in conn.outbox:
                 self._handed_off(conn, handoff, None, passed)
             conn.outbox.clear()
-        self._conns.pop(conn.fd, None)
-        try:
-            self._epoll.unregister(conn.fd)
-        except (OSError, ValueError):
-            pass
-        conn.sock.close()
+        self._forget(conn.sock)
         if conn.channel is not None:
             self._close_channel(conn)
         if conn.session is not None:
@@ -724,9 +712,13 @@ class SessionServer:
     def _close_channel(self, conn: Connection) -> None:
         channel, conn.channel = conn.channel, None
         assert channel is not None
-        self._conns.pop(channel.fileno(), None)
+        self._forget(channel)
+
+    def _forget(self, sock: socket.socket) -> None:
+        """Take one of a connection's sockets out of the loop, and close it."""
+        self._conns.pop(sock.fileno(), None)
         try:
-            self._epoll.unregister(channel.fileno())
+            self._epoll.unregister(sock.fileno())
         except (OSError, ValueError):
             pass
-        channel.close()
+        sock.close()
