@@ -133,14 +133,12 @@ class Session:
         A session that has ended has no attachments left: then nothing is sent.
         """
         with self._send_lock:
-            if self._sock is None or self._lost is not None:
-                return
             ids = self._detach_ids
             ids.append(attachment_id)
             try:
                 self._send_locked(self._detach_message, wait=False, channel=True)
             except SessionLostError:
-                pass  # the send failed and lost the session, and its attachments with it
+                pass  # the session has ended or the send ended it: its attachments went with it
             finally:
                 del ids[:]
 
