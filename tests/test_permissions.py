@@ -35,6 +35,23 @@ ns = mshare.connect()
 """
 
 
+def start_as_nobody(broker: BrokerProcess, code: str) -> subprocess.Popen[str]:
+    """run_as() in the background, with a pipe to its stdin for the code to wait on."""
+    return spawn(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "dropped.py"),
+            str(NOBODY),
+            str(NOBODY),
+            "",
+            PRELUDE + code + "\nprint(json.dumps(out))\n",
+        ],
+        {"MSHARE_RUN_DIR": str(broker.run_dir)},
+        stdin=subprocess.PIPE,
+        cwd="/",
+    )
+
+
 def run_as(broker: BrokerProcess, code: str, groups: tuple[int, ...] = ()) -> dict[str, Any]:
     result = as_user(PRELUDE + code + "\nprint(json.dumps(out))\n", broker.run_dir, NOBODY, NOBODY, groups)
     assert result.returncode == 0, result.stderr
@@ -177,19 +194,7 @@ sys.stdin.readline()
 r.buf[0] = 99
 out["after"] = r.buf[0]
 """
-    child = spawn(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "dropped.py"),
-            str(NOBODY),
-            str(NOBODY),
-            "",
-            PRELUDE + code + "\nprint(json.dumps(out))\n",
-        ],
-        {"MSHARE_RUN_DIR": str(broker.run_dir)},
-        stdin=subprocess.PIPE,
-        cwd="/",
-    )
+    child = start_as_nobody(broker, code)
     assert child.stdout is not None and child.stdout.readline().strip() == "mapped"
     ns.chmod("/revocable", 0o600)
     ns.chown("/revocable", 0, 0)
@@ -199,6 +204,29 @@ out["after"] = r.buf[0]
     assert json.loads(out.strip().splitlines()[-1]) == {"after": 99}
     assert watcher.buf[0] == 99
     watcher.close()
+
+
+def test_a_repeated_open_is_checked_again_after_chmod(ns: mshare.Namespace, broker: BrokerProcess) -> None:
+    """The same open again skips the parse, never the permission check: chmod refuses the next one."""
+    ns.allocate("/gate", size=2 * MiB, mode=0o666)
+    code = """
+import sys
+for _ in range(3):
+    with ns.open("/gate"):
+        pass
+print("opened", flush=True)
+sys.stdin.readline()
+try:
+    ns.open("/gate")
+except PermissionError:
+    out["after"] = "EACCES"
+"""
+    child = start_as_nobody(broker, code)
+    assert child.stdout is not None and child.stdout.readline().strip() == "opened"
+    ns.chmod("/gate", 0o600)
+    out, err = child.communicate("\n", timeout=30)
+    assert child.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {"after": "EACCES"}
 
 
 def test_identity_comes_from_the_kernel(ns: mshare.Namespace, broker: BrokerProcess) -> None:

@@ -96,6 +96,27 @@ def test_attach_count_follows_close_without_waiting(ns: mshare.Namespace) -> Non
     assert ns.stat("/counted").attach_count == 0
 
 
+def test_a_repeated_open_sees_every_change_to_the_name(ns: mshare.Namespace) -> None:
+    """The same open again travels without a parse; the broker still resolves the name each time."""
+    align = ns.info().alignment
+    ns.allocate("/again", size=align)
+    first = []
+    for _ in range(3):
+        with ns.open("/again") as region:
+            first.append(region.id)
+    ns.rename("/again", "/moved")
+    with pytest.raises(FileNotFoundError):
+        ns.open("/again")
+    ns.allocate("/again", size=2 * align)
+    with ns.open("/again") as region:
+        assert (region.size, region.id != first[0]) == (2 * align, True)
+    ns.unlink("/again")
+    with pytest.raises(FileNotFoundError):
+        ns.open("/again")
+    with ns.open("/moved") as region:
+        assert region.id == first[0] and len(set(first)) == 1
+
+
 def test_close_with_live_view_raises_and_changes_nothing(ns: mshare.Namespace) -> None:
     region = ns.create("/views", size=2 * MiB)
     view = region.buf[10:20]

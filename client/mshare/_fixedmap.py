@@ -107,8 +107,14 @@ def advise_hugepage(start: int, size: int) -> None:
         raise _fail("madvise(MADV_HUGEPAGE)", start, size)
 
 
-def views(start: int, size: int, readonly: bool) -> tuple[ctypes.Array[ctypes.c_ubyte], memoryview]:
-    """A ctypes array over mapped memory and a memoryview ('B') of it; Region.buf slices the view."""
-    array = (ctypes.c_ubyte * size).from_address(start)
-    view = memoryview(array).cast("B")
-    return array, view.toreadonly() if readonly else view
+#: ctypes array types by size: most processes map regions of a few sizes, and
+#: ``c_ubyte * size`` looks the type up in ctypes' own cache under a new tuple each time.
+_ARRAY_TYPES: dict[int, type[ctypes.Array[ctypes.c_ubyte]]] = {}
+
+
+def array_at(start: int, size: int) -> ctypes.Array[ctypes.c_ubyte]:
+    """A ctypes array over mapped memory: the exporter behind a handle's memoryviews."""
+    array_type = _ARRAY_TYPES.get(size)
+    if array_type is None:
+        array_type = _ARRAY_TYPES[size] = ctypes.c_ubyte * size
+    return array_type.from_address(start)

@@ -109,41 +109,66 @@ class Session:
         return reply.hello
 
     def call(self, request: session_pb2.SessionRequest) -> tuple[session_pb2.SessionResponse, list[int]]:
-        """Send a request and wait for its reply; raises the reply's error as an OSError.
+        """Send a request and wait for its reply: reply(send(request))."""
+        return self.reply(self.send(request))
 
-        Returns the reply and the fds that came with it (the caller owns them).
-        """
+    def send(self, request: session_pb2.SessionRequest) -> int:
+        """Send a request; returns its id, for exactly one reply() or abandon()."""
         with self._send_lock:
-            request_id = self._send_locked(request)
-        return self._reply(request_id)
+            return self._send_locked(request)
 
-    def attach(self, path: str, access: resources_pb2.Access) -> tuple[session_pb2.SessionResponse, list[int]]:
-        """call() with an attach request by path (the hot path: the message is reused)."""
-        with self._send_lock:
+    def send_attach(self, path: str, access: resources_pb2.Access) -> int:
+        """send() an attach request by path (the hot path: the message is reused)."""
+        lock = self._send_lock
+        lock.acquire()
+        try:
             if path is not self._attach_path or access != self._attach_access:  # a repeated open sets nothing
                 body = self._attach_body
                 body.path = self._attach_path = path
                 body.access = self._attach_access = access
-            request_id = self._send_locked(self._attach_message)
-        return self._reply(request_id)
+            return self._send_locked(self._attach_message)
+        finally:
+            lock.release()
 
     def detach(self, attachment_id: int) -> None:
         """Send a detach, which gets no reply; every later call of this session observes it.
 
         A session that has ended has no attachments left: then nothing is sent.
+        It goes on the detach channel if there is one (read once: close() may
+        drop it meanwhile). The close hot path: one function, no helpers.
         """
-        with self._send_lock:
-            ids = self._detach_ids
+        lock = self._send_lock
+        lock.acquire()
+        try:
+            sock = self._sock
+            if sock is None or self._lost is not None:
+                return
+            request_id = self._next_id
+            self._next_id = request_id + 1
+            message, ids = self._detach_message, self._detach_ids
+            message.request_id = request_id
             ids.append(attachment_id)
+            data = message.SerializeToString()
+            del ids[:]
+            channel = self._channel
             try:
-                self._send_locked(self._detach_message, wait=False, channel=True)
-            except SessionLostError:
-                pass  # the session has ended or the send ended it: its attachments went with it
-            finally:
-                del ids[:]
+                if channel is None:
+                    sock.send(data)
+                else:
+                    try:
+                        channel.send(data)
+                    except OSError:
+                        self._drop_channel()  # the broker let it go: the session socket carries the detach
+                        sock.send(data)
+            except OSError as exc:
+                self._lose(exc)  # the send ended the session, and its attachments with it
+                return
+            self.last_sent = request_id
+        finally:
+            lock.release()
 
-    def _send_locked(self, request: session_pb2.SessionRequest, *, wait: bool = True, channel: bool = False) -> int:
-        """Number and send a request (on the detach channel if asked and there is one).
+    def _send_locked(self, request: session_pb2.SessionRequest) -> int:
+        """Number and send a request whose reply reply() will wait for.
 
         The caller holds _send_lock, so ids reach the broker in order.
         """
@@ -153,19 +178,9 @@ class Session:
         request_id = self._next_id
         self._next_id = request_id + 1
         request.request_id = request_id
-        if wait:
-            self._waiting.add(request_id)
-        data = request.SerializeToString()
-        detaches = self._channel if channel else None
+        self._waiting.add(request_id)
         try:
-            if detaches is None:
-                sock.send(data)
-            else:
-                try:
-                    detaches.send(data)
-                except OSError:
-                    self._drop_channel()  # the broker let it go: the session socket carries the detach
-                    sock.send(data)
+            sock.send(request.SerializeToString())
         except OSError as exc:
             raise self._lose(exc) from exc
         self.last_sent = request_id
@@ -176,12 +191,21 @@ class Session:
         if channel is not None:
             channel.close()
 
-    def _reply(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
-        """Our reply: read it ourselves, or take it from the thread that read it; raises its error.
+    def abandon(self, request_id: int) -> None:
+        """Stop waiting for a sent request's reply: its fds are closed, now or when it comes."""
+        self._waiting.discard(request_id)
+        found = self._replies.pop(request_id, None)
+        if found is not None:
+            close_all(found[1])
 
-        A single thread never touches _cond: it takes the reader lock, reads its
-        reply and leaves. Dict and set operations are atomic under the GIL; a
-        sleeper counts itself before it checks, so no hand-over is missed.
+    def reply(self, request_id: int) -> tuple[session_pb2.SessionResponse, list[int]]:
+        """A sent request's reply, and the fds that came with it (the caller owns them).
+
+        Read it ourselves, or take it from the thread that read it; raises the
+        reply's error as an OSError. A single thread never touches _cond: it
+        takes the reader lock, reads its reply and leaves. Dict and set
+        operations are atomic under the GIL; a sleeper counts itself before it
+        checks, so no hand-over is missed.
         """
         try:
             while True:
@@ -189,7 +213,7 @@ class Session:
                 if found is not None:
                     reply, fds = found
                     break
-                if self._reader.acquire(blocking=False):
+                if self._reader.acquire(False):  # positional: keywords cost a parse per call
                     try:
                         found = self._replies.pop(request_id, None) if self._replies else None
                         if found is not None:
@@ -215,8 +239,10 @@ class Session:
                         self._sleepers -= 1
                 if self._lost is not None and request_id not in self._replies:
                     raise SessionLostError(errno.ECONNRESET, f"the session with the broker at {self.path} ended", self.path)
-        finally:
-            self._waiting.discard(request_id)
+        except BaseException:
+            self.abandon(request_id)  # interrupted: a reply another thread keeps for us now or later is closed
+            raise
+        self._waiting.discard(request_id)
         if reply.HasField("error"):
             close_all(fds)
             error = reply.error
@@ -225,9 +251,12 @@ class Session:
 
     def _hand_over(self, reply: session_pb2.SessionResponse, fds: list[int]) -> None:
         """A reply for another thread: keep it for that thread, or close its fds if nobody waits."""
-        if reply.request_id in self._waiting:
-            self._replies[reply.request_id] = (reply, fds)
-            if self._sleepers:
+        request_id = reply.request_id
+        if request_id in self._waiting:
+            self._replies[request_id] = (reply, fds)
+            if request_id not in self._waiting:  # abandoned meanwhile: one of us takes it back
+                self.abandon(request_id)
+            elif self._sleepers:
                 with self._cond:
                     self._cond.notify_all()
             return

@@ -245,8 +245,19 @@ class Namespace:
             return BrokerUnavailableError(errno.ECONNREFUSED, f"cannot reach the mshare broker: {exc.details()}", socket_path)
         return OSError(errno.EIO, f"{code.name}: {exc.details()}", path)
 
-    def _adopt(self, reply: session_pb2.SessionResponse, fds: list[int], readonly: bool) -> Region:
-        """Map what an attach or create handed over; on any failure end the attachment again."""
+    def _adopt(self, session: Session, request_id: int, path: str, readonly: bool) -> Region:
+        """Wait for a sent attach or create's reply and map what it hands over; on any failure end the attachment.
+
+        The handle and its registry entry are made first, while the broker works:
+        less to do once its reply wakes this thread.
+        """
+        try:
+            region = Region(self, path, readonly)
+            ref = weakref.ref(region)
+        except BaseException:
+            session.abandon(request_id)
+            raise
+        reply, fds = session.reply(request_id)
         desc = reply.attach.descriptor
         attachment_id, region_id, path, policy = desc.attachment_id, desc.region_id, desc.path, desc.page_policy
         try:
@@ -258,15 +269,15 @@ class Namespace:
                 desc.start,
                 desc.size_bytes,
                 fds[0],
-                not readonly,
+                not region.readonly,
                 path,
                 policy == _THP,
             )
         except BaseException:
             self._detach(attachment_id)
             raise
-        region = Region(self, mapping, region_id, attachment_id, path, POLICY_NAMES.get(policy, "4k"), readonly)
-        self._regions[attachment_id] = weakref.ref(region)
+        region._attach(mapping, region_id, attachment_id, path, POLICY_NAMES.get(policy, "4k"))
+        self._regions[attachment_id] = ref
         return region
 
     def _detach(self, attachment_id: int) -> None:
@@ -303,8 +314,8 @@ class Namespace:
         request.create.CopyFrom(
             session_pb2.CreateAndAttachRequest(path=path, size_bytes=size, mode=mode, start=start, page_policy=policy)
         )
-        reply, fds = self._live_session().call(request)
-        return self._adopt(reply, fds, readonly=False)
+        session = self._live_session()
+        return self._adopt(session, session.send(request), path, False)
 
     def allocate(
         self, path: str, size: int, *, mode: int = 0o600, start: int | None = None, page_size: str | None = None
@@ -329,9 +340,11 @@ class Namespace:
             FileNotFoundError, PermissionError (needs r, plus w unless readonly, and x on
             every directory above), IsADirectoryError, OSError(EBUSY).
         """
-        check_path(path)
-        reply, fds = self._live_session().attach(path, _READ_ONLY if readonly else _READ_WRITE)
-        return self._adopt(reply, fds, bool(readonly))
+        session = self._session
+        if session is None or self._pid != region_module.pid:
+            session = self._live_session()  # raises the reason
+        request_id = session.send_attach(check_path(path), _READ_ONLY if readonly else _READ_WRITE)
+        return self._adopt(session, request_id, path, bool(readonly))
 
     def unlink(self, path: str) -> None:
         """Remove the name now; the region is freed when its last attachment ends."""

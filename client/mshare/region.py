@@ -24,7 +24,7 @@ PAGE_SIZES: Final = ("4k", "thp", "hugetlb-2m", "hugetlb-1g")
 _MAX_ADDRESS: Final = 1 << 64
 
 #: References to a handle's ctypes array when no view of it is alive: the
-#: handle's own attribute and getrefcount's argument.
+#: handle's own attribute and getrefcount's argument (each live view's buffer holds one more).
 _UNSHARED_REFS: Final = 2
 
 #: This process's pid, kept current by an at-fork hook: the hot paths compare it
@@ -112,8 +112,11 @@ class MappingTable:
         and EBUSY when a read-write handle is asked of a region this process
         maps read-only (one mapping per region, as the kernel would share).
         """
-        # The attach hot path: one function, no helpers, every lookup once.
-        with self._lock:
+        # The attach hot path: one function, no helpers, every lookup once; not `with`,
+        # which costs two bound methods per call.
+        lock = self._lock
+        lock.acquire()
+        try:
             mapping = self._mappings.get(key)
             if mapping is not None:
                 os.close(fd)
@@ -147,6 +150,8 @@ class MappingTable:
             self._starts.insert(slot, start)
             self._sorted.insert(slot, mapping)
             return mapping
+        finally:
+            lock.release()
 
     def release(self, mapping: Mapping, detach: Callable[[int], None], attachment_id: int) -> None:
         """End one handle on mapping: detach(attachment_id) first, then unmap if it was the last handle.
@@ -155,7 +160,9 @@ class MappingTable:
         held throughout, so no other thread of this process maps a region the
         broker placed in the freed range before this mapping is gone.
         """
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: the close hot path
+        try:
             try:
                 detach(attachment_id)
             finally:
@@ -171,6 +178,8 @@ class MappingTable:
                         _fixedmap.unmap(mapping.start, mapping.size, mapping.in_arena)  # the reservation goes back
                     finally:
                         os.close(fd)
+        finally:
+            lock.release()
 
     def forget_after_fork(self) -> None:
         """In a forked child: the inherited mappings belong to the parent's handles; start afresh.
@@ -213,7 +222,6 @@ class Region:
         "_mapping",
         "_namespace",
         "_pid",
-        "_view",
         "attachment_id",
         "id",
         "page_size",
@@ -223,29 +231,26 @@ class Region:
         "start",
     )
 
-    def __init__(
-        self,
-        namespace: Namespace,
-        mapping: Mapping,
-        region_id: int,
-        attachment_id: int,
-        path: str,
-        page_size: str,
-        readonly: bool,
-    ) -> None:
+    def __init__(self, namespace: Namespace, path: str, readonly: bool) -> None:
+        """A handle that maps nothing (closed) until _attach(): the SDK makes it while the broker works."""
         self._mapping: Mapping | None = None  # first: __del__ looks at it even if __init__ fails
-        self._view: memoryview | None = None
         self._array: ctypes.Array[ctypes.c_ubyte] | None = None
         self._namespace = namespace
         self._pid = pid
+        self.path = path
+        self.readonly = readonly
+        self.id = self.attachment_id = self.start = self.size = 0
+        self.page_size = "4k"
+
+    def _attach(self, mapping: Mapping, region_id: int, attachment_id: int, path: str, page_size: str) -> None:
+        """Make this handle one of mapping's: what the broker's reply said, and the views' exporter."""
         self.id = region_id
+        self.attachment_id = attachment_id
         self.path = path
         self.page_size = page_size
-        self.readonly = readonly
         self.start = mapping.start
         self.size = mapping.size
-        self.attachment_id = attachment_id
-        self._array, self._view = _fixedmap.views(mapping.start, mapping.size, readonly)
+        self._array = _fixedmap.array_at(mapping.start, mapping.size)
         self._mapping = mapping
 
     @property
@@ -260,10 +265,13 @@ class Region:
     @property
     def buf(self) -> memoryview:
         """A fresh memoryview ('B') over the whole region; keep it alive and close() refuses."""
-        view = self._view
-        if view is None:
+        array = self._array
+        if array is None:
             raise ValueError("region is closed")
-        return view[:]
+        # ctypes exports '<B', which a memoryview cannot index; the cast keeps the same buffer.
+        if self.readonly:
+            return memoryview(array).toreadonly().cast("B")
+        return memoryview(array).cast("B")
 
     def fileno(self) -> int:
         """The region's memfd, kept open while the mapping exists (O_RDONLY for read-only attachments)."""
@@ -287,14 +295,9 @@ class Region:
         mapping = self._mapping
         if mapping is None:
             return
-        view = self._view
-        if view is not None:
-            view.release()
-            if sys.getrefcount(self._array) > _UNSHARED_REFS:
-                self._array, self._view = _fixedmap.views(self.start, self.size, self.readonly)
-                raise BufferError(f"cannot close region {self.path}: views from buf or ndarray() are still alive")
-            self._view = self._array = None
-        self._mapping = None
+        if sys.getrefcount(self._array) > _UNSHARED_REFS:  # every live view's buffer holds the array
+            raise BufferError(f"cannot close region {self.path}: views from buf or ndarray() are still alive")
+        self._array = self._mapping = None
         if self._pid != pid:
             return  # a forked child's copy: the parent's handle owns the mapping and attachment
         MAPPINGS.release(mapping, self._namespace._detach, self.attachment_id)

@@ -18,7 +18,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -30,6 +30,7 @@ from . import convert
 from .broker import Broker
 from .errors import BrokerError
 from .records import Handoff, SessionRecord
+from .repeats import AttachTarget, RepeatedAttach
 from .tree import Credentials
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ CREATE_WORKERS: Final = 2
 #: Huge-page creates queued or running at once; more are refused with EBUSY, not queued without bound.
 MAX_PENDING_CREATES: Final = 16
 
-#: Serves one request on a connection.
-Serve = Callable[["Connection", session_pb2.SessionRequest, str], None]
+#: What a request's server takes besides the connection and the request id: the request, or an attach's target.
+Body = TypeVar("Body")
 
 #: One queued reply: the bytes, the SCM_RIGHTS ancillary data, whether it hands off a memfd,
 #: and a socket the reply passes on, which the broker closes once the reply is sent or dropped.
@@ -102,14 +103,22 @@ class RequestStats:
         self._lock = threading.Lock()
 
     def record(self, kind: str, code: str, seconds: float) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: every request records, and `with` costs two bound methods
+        try:
             self.counts[(kind, code)] = self.counts.get((kind, code), 0) + 1
             self.buckets[kind][bisect_left(REQUEST_BUCKETS, seconds)] += 1
             self.sums[kind] += seconds
+        finally:
+            lock.release()
 
     def handoff(self, ok: bool) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self.handoffs["ok" if ok else "failed"] += 1
+        finally:
+            lock.release()
 
 
 def _raise(exc: BaseException) -> None:
@@ -182,7 +191,7 @@ class AttachReply:
 class Connection:
     """One client connection; replies are sent without blocking, queued when the client lags."""
 
-    __slots__ = ("channel", "closed", "creds", "fd", "lock", "outbox", "seen", "session", "sock")
+    __slots__ = ("channel", "closed", "creds", "fd", "lock", "outbox", "repeat", "seen", "session", "sock")
 
     def __init__(self, sock: socket.socket, creds: Credentials) -> None:
         self.sock = sock
@@ -194,6 +203,7 @@ class Connection:
         self.channel: socket.socket | None = None
         # The highest request id read on either socket.
         self.seen = 0
+        self.repeat = RepeatedAttach()
         # Orders sends against teardown, so a queued fd is never sent after its region is freed.
         self.lock = threading.Lock()
         self.closed = False
@@ -439,7 +449,7 @@ class SessionServer:
                 return True
             if request.request_id > conn.seen:
                 conn.seen = request.request_id
-            self._answer(conn, request, "detach", self._serve)
+            self._answer(conn, request.request_id, "detach", self._serve, request)
         return True
 
     def _warn_fds(self, conn: Connection) -> None:
@@ -448,48 +458,68 @@ class SessionServer:
     # -- requests -------------------------------------------------------------------
 
     def _handle(self, conn: Connection, data: bytes) -> None:
-        """Serve one request from the session socket; see _read for what waits for the detach channel."""
+        """Serve one request from the session socket; see _read for what waits for the detach channel.
+
+        The hot path first: the connection's last attach again, with a new id
+        (RepeatedAttach), is served without a parse, in as few steps as the
+        same attach parsed (every step counts there: its code is cold).
+        """
+        repeat = conn.repeat
+        request_id = repeat.match(data)
+        if request_id >= 0:
+            if request_id > conn.seen:
+                conn.seen = request_id
+            if conn.channel is not None and self.broker.watch_count():
+                self._drain(conn)  # events in the order of the calls
+            self._answer(conn, request_id, "attach", self._attach, repeat.target)
+            return
         try:
             request = _PARSE(data)
         except DecodeError:
             self._refuse(conn, BrokerError(errno.EINVAL, "malformed request: not a mshare.v1.SessionRequest"))
             return
         kind = request.WhichOneof("body") or "invalid"
-        if request.request_id > conn.seen:
-            conn.seen = request.request_id
+        request_id = request.request_id
+        if request_id > conn.seen:
+            conn.seen = request_id
         session = conn.session
         if session is None or (kind != "attach" and kind != "create"):
             if conn.channel is not None:
                 self._drain(conn)  # observes every detach sent before it
-            self._answer(conn, request, kind, self._serve)
+            self._answer(conn, request_id, kind, self._serve, request)
             return
         if conn.channel is not None and self.broker.watch_count():
             self._drain(conn)  # events in the order of the calls
         if kind == "attach":
-            self._answer(conn, request, kind, self._attach)  # the hot path: straight to its handler
-        elif self._is_slow(session, request):
+            attach = request.attach
+            target = AttachTarget(attach.namespace, attach.path, attach.region_id, attach.access)
+            repeat.remember(data, request_id, target)
+            self._answer(conn, request_id, kind, self._attach, target)
+        elif self._is_slow(session, request.create):
             if conn.channel is not None:
                 self._drain(conn)  # the create thread cannot try again after them
-            self._create_later(conn, request, kind)
+            self._create_later(conn, request_id, request.create)
         else:
-            self._answer(conn, request, kind, self._create_here)
+            self._answer(conn, request_id, kind, self._create_here, request.create)
 
-    def _answer(self, conn: Connection, request: session_pb2.SessionRequest, kind: str, serve: Serve) -> None:
-        """Serve one request; every failure becomes an error reply, and the outcome a statistic."""
+    def _answer(
+        self, conn: Connection, request_id: int, kind: str, serve: Callable[[Connection, int, Body], None], body: Body
+    ) -> None:
+        """serve(conn, request_id, body); every failure becomes an error reply, and the outcome a statistic."""
         started = time.perf_counter()
         code = "OK"
         try:
-            serve(conn, request, kind)
+            serve(conn, request_id, body)
         except BrokerError as exc:
             code = code_name(exc.errno)
-            self._reply_error(conn, request.request_id, exc)
+            self._reply_error(conn, request_id, exc)
         except Exception:
             code = "INTERNAL"
             log.exception("internal error serving session request %s", kind)
-            self._reply_error(conn, request.request_id, BrokerError.internal())
+            self._reply_error(conn, request_id, BrokerError.internal())
         self.stats.record(kind, code, time.perf_counter() - started)
 
-    def _create_later(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+    def _create_later(self, conn: Connection, request_id: int, create: session_pb2.CreateAndAttachRequest) -> None:
         """Hand a hugetlb create to a worker; past MAX_PENDING_CREATES, refuse it instead of queueing."""
         with self._pending_lock:
             full = self._pending_creates >= MAX_PENDING_CREATES
@@ -497,33 +527,34 @@ class SessionServer:
                 self._pending_creates += 1
         if full:
             busy = BrokerError(errno.EBUSY, f"{MAX_PENDING_CREATES} huge-page creates are in progress; try again")
-            self._answer(conn, request, kind, lambda *_: _raise(busy))
+            self._answer(conn, request_id, "create", lambda *_: _raise(busy), create)
             return
 
-        def create() -> None:
+        def run() -> None:
             try:
-                self._answer(conn, request, kind, self._create)
+                self._answer(conn, request_id, "create", self._create, create)
             finally:
                 with self._pending_lock:
                     self._pending_creates -= 1
 
-        self._workers.submit(create)
+        self._workers.submit(run)
 
-    def _is_slow(self, session: SessionRecord, request: session_pb2.SessionRequest) -> bool:
+    def _is_slow(self, session: SessionRecord, create: session_pb2.CreateAndAttachRequest) -> bool:
         """A hugetlb create fallocates the whole region (seconds for many GiB): it runs on a worker."""
         try:
-            policy = convert.policy_from_proto(request.create.page_policy)
+            policy = convert.policy_from_proto(create.page_policy)
             if policy is None:
-                policy = self.broker.namespace(request.create.namespace or session.namespace).default_policy
+                policy = self.broker.namespace(create.namespace or session.namespace).default_policy
         except BrokerError:
             return False  # refused at once, inline
         return policy.huge_page_bytes > 0 and policy in self.broker.policies  # an unoffered one: EINVAL, inline
 
-    def _serve(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+    def _serve(self, conn: Connection, request_id: int, request: session_pb2.SessionRequest) -> None:
         """Every request but an attach or create of a live session, which _handle serves itself."""
         session = conn.session
+        kind = request.WhichOneof("body")
         if kind == "hello":
-            self._hello(conn, request.request_id, request.hello)
+            self._hello(conn, request_id, request.hello)
             return
         if session is None:
             raise BrokerError(errno.ENOTCONN, "the first request of a session must be hello")
@@ -532,20 +563,19 @@ class SessionServer:
         else:
             raise BrokerError(errno.EINVAL, "empty or unknown request")
 
-    def _attach(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+    def _attach(self, conn: Connection, request_id: int, target: AttachTarget) -> None:
         session = conn.session
         assert session is not None
-        attach = request.attach
+        namespace, path, region_id, number = target
         # Looked up without a call on the hot path; access_from_proto explains a miss (it raises).
-        access = convert.ACCESS_BY_NUMBER.get(attach.access) or convert.access_from_proto(attach.access)
-        namespace, path, region_id = attach.namespace, attach.path, attach.region_id
+        access = convert.ACCESS_BY_NUMBER.get(number) or convert.access_from_proto(number)
         try:
             handoff = self.broker.attach(session, namespace, path, region_id, access)
         except BrokerError as exc:
             if exc.errno not in CURABLE or conn.channel is None or not self._drain(conn):
                 raise
             handoff = self.broker.attach(session, namespace, path, region_id, access)
-        self._send(conn, self._attach_reply.fill(request.request_id, handoff), handoff.fd)
+        self._send(conn, self._attach_reply.fill(request_id, handoff), handoff.fd)
         # DEBUG, and after the reply: on the hot path a log line costs more than the attach itself.
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -557,21 +587,21 @@ class SessionServer:
                 handoff.access.value,
             )
 
-    def _create_here(self, conn: Connection, request: session_pb2.SessionRequest, kind: str) -> None:
+    def _create_here(self, conn: Connection, request_id: int, create: session_pb2.CreateAndAttachRequest) -> None:
         """A create on the session loop, served before the detaches read with it and tried again after them."""
         try:
-            self._create(conn, request, kind)
+            self._create(conn, request_id, create)
         except BrokerError as exc:
             if exc.errno not in CURABLE or conn.channel is None or not self._drain(conn):
                 raise
-            self._create(conn, request, kind)
+            self._create(conn, request_id, create)
 
-    def _create(self, conn: Connection, request: session_pb2.SessionRequest, kind: str = "create") -> None:
+    def _create(self, conn: Connection, request_id: int, create: session_pb2.CreateAndAttachRequest) -> None:
         session = conn.session
         assert session is not None
-        _, created = self.broker.create_region(session, *convert.create_args(request.create), attach=True)
+        _, created = self.broker.create_region(session, *convert.create_args(create), attach=True)
         if created is not None:
-            response = session_pb2.SessionResponse(request_id=request.request_id)  # its own: creates run on workers too
+            response = session_pb2.SessionResponse(request_id=request_id)  # its own: creates run on workers too
             convert.fill_descriptor(response.attach.descriptor, created)
             self._send(conn, response, created.fd)
 
@@ -648,7 +678,9 @@ class SessionServer:
             fd = passed.fileno()
         ancillary = [(_SOL_SOCKET, _SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))] if fd >= 0 else []
         handoff = fd >= 0 and passed is None
-        with conn.lock:
+        lock = conn.lock
+        lock.acquire()  # not `with`: on the hot path it costs two bound methods per call
+        try:
             if conn.closed:
                 self._handed_off(conn, handoff, None, passed)
                 return
@@ -664,6 +696,8 @@ class SessionServer:
                     self._handed_off(conn, handoff, None, passed)
                     return
             conn.outbox.append((data, ancillary, handoff, passed))
+        finally:
+            lock.release()
 
     def _handed_off(self, conn: Connection, handoff: bool, error: OSError | None, passed: socket.socket | None) -> None:
         failed = error is not None or conn.closed
