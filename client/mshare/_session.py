@@ -137,7 +137,7 @@ class Session:
         It goes on the detach channel if there is one (read once: close() may
         drop it meanwhile). The close hot path: one function, no helpers.
         """
-        lock = self._send_lock
+        lock, ids = self._send_lock, self._detach_ids
         lock.acquire()
         try:
             sock = self._sock
@@ -145,11 +145,10 @@ class Session:
                 return
             request_id = self._next_id
             self._next_id = request_id + 1
-            message, ids = self._detach_message, self._detach_ids
+            message = self._detach_message
             message.request_id = request_id
             ids.append(attachment_id)
             data = message.SerializeToString()
-            del ids[:]
             channel = self._channel
             try:
                 if channel is None:
@@ -165,6 +164,7 @@ class Session:
                 return
             self.last_sent = request_id
         finally:
+            del ids[:]  # after the send: the broker's wake-up starts sooner
             lock.release()
 
     def _send_locked(self, request: session_pb2.SessionRequest) -> int:

@@ -258,8 +258,8 @@ class Namespace:
             session.abandon(request_id)
             raise
         reply, fds = session.reply(request_id)
-        desc = reply.attach.descriptor
-        attachment_id, region_id, path, policy = desc.attachment_id, desc.region_id, desc.path, desc.page_policy
+        desc = reply.attach.descriptor  # its path is the one asked for: not read again (each field read costs)
+        attachment_id, region_id, policy = desc.attachment_id, desc.region_id, desc.page_policy
         try:
             if len(fds) != 1:
                 close_all(fds)

@@ -264,8 +264,7 @@ class Broker:
         Logs nothing: attach is the hot path, and its caller logs once the reply is out.
         """
         key = (namespace, path, access)
-        lock = self._lock
-        lock.acquire()  # not `with`: on the hot path it costs two bound methods per call
+        self._lock.acquire()  # not `with`: on the hot path it costs two bound methods per call
         try:
             if session.resolved_generation != self._generation:
                 session.resolved.clear()
@@ -282,7 +281,7 @@ class Broker:
                 raise BrokerError(errno.ENOENT, "the session has ended")
             return self._attach_locked(session, region, access, path)
         finally:
-            lock.release()
+            self._lock.release()
 
     def _resolve_locked(
         self, session: SessionRecord, namespace: str, path: str, region_id: int, access: Access

@@ -507,7 +507,6 @@ class SessionServer:
     ) -> None:
         """serve(conn, request_id, body); every failure becomes an error reply, and the outcome a statistic."""
         started = time.perf_counter()
-        code = "OK"
         try:
             serve(conn, request_id, body)
         except BrokerError as exc:
@@ -517,6 +516,8 @@ class SessionServer:
             code = "INTERNAL"
             log.exception("internal error serving session request %s", kind)
             self._reply_error(conn, request_id, BrokerError.internal())
+        else:
+            code = "OK"
         self.stats.record(kind, code, time.perf_counter() - started)
 
     def _create_later(self, conn: Connection, request_id: int, create: session_pb2.CreateAndAttachRequest) -> None:
@@ -678,8 +679,7 @@ class SessionServer:
             fd = passed.fileno()
         ancillary = [(_SOL_SOCKET, _SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))] if fd >= 0 else []
         handoff = fd >= 0 and passed is None
-        lock = conn.lock
-        lock.acquire()  # not `with`: on the hot path it costs two bound methods per call
+        conn.lock.acquire()  # not `with`: on the hot path it costs two bound methods per call
         try:
             if conn.closed:
                 self._handed_off(conn, handoff, None, passed)
@@ -697,7 +697,7 @@ class SessionServer:
                     return
             conn.outbox.append((data, ancillary, handoff, passed))
         finally:
-            lock.release()
+            conn.lock.release()
 
     def _handed_off(self, conn: Connection, handoff: bool, error: OSError | None, passed: socket.socket | None) -> None:
         failed = error is not None or conn.closed
