@@ -460,9 +460,9 @@ class SessionServer:
     def _handle(self, conn: Connection, data: bytes) -> None:
         """Serve one request from the session socket; see _read for what waits for the detach channel.
 
-        The hot path first: the connection's last attach again, with a new id
-        (RepeatedAttach), is served without a parse, in as few steps as the
-        same attach parsed (every step counts there: its code is cold).
+        The hot path first: the connection's last attach again with a new id
+        (RepeatedAttach) is served without a parse, and with no step it does
+        not need (its code runs cold, right after the loop wakes).
         """
         repeat = conn.repeat
         request_id = repeat.match(data)
