@@ -87,17 +87,16 @@ def reserve(start: int, size: int) -> None:
 def map_shared(start: int, size: int, fd: int, writable: bool, over_reservation: bool) -> None:
     """Map fd MAP_SHARED at exactly start: MAP_FIXED over our own reservation, else MAP_FIXED_NOREPLACE."""
     prot = _READ_WRITE if writable else PROT_READ
-    if not over_reservation:
+    if over_reservation:
+        _call_mmap(start, size, prot, _SHARED_FIXED, fd)
+    else:
         _noreplace(start, size, prot, MAP_SHARED, fd)
-    elif _mmap(start, size, prot, _SHARED_FIXED, fd, 0) in _FAILED:  # the attach path: no helper, no frame
-        raise _fail("mmap", start, size)
 
 
 def unmap(start: int, size: int, back_to_reservation: bool) -> None:
     """Drop a mapping; inside the arena the PROT_NONE reservation goes back in the same call (no hole)."""
     if back_to_reservation:
-        if _mmap(start, size, PROT_NONE, _RESTORE_FLAGS, -1, 0) in _FAILED:
-            raise _fail("mmap", start, size)
+        _call_mmap(start, size, PROT_NONE, _RESTORE_FLAGS, -1)
     elif _munmap(start, size) != 0:
         raise _fail("munmap", start, size)
 

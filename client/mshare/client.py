@@ -276,7 +276,7 @@ class Namespace:
         except BaseException:
             self._detach(attachment_id)
             raise
-        region._attach(mapping, region_id, attachment_id, path, POLICY_NAMES.get(policy, "4k"))
+        region._attach(mapping, region_id, attachment_id, POLICY_NAMES.get(policy, "4k"))
         self._regions[attachment_id] = ref
         return region
 

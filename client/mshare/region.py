@@ -242,11 +242,10 @@ class Region:
         self.id = self.attachment_id = self.start = self.size = 0
         self.page_size = "4k"
 
-    def _attach(self, mapping: Mapping, region_id: int, attachment_id: int, path: str, page_size: str) -> None:
+    def _attach(self, mapping: Mapping, region_id: int, attachment_id: int, page_size: str) -> None:
         """Make this handle one of mapping's: what the broker's reply said, and the views' exporter."""
         self.id = region_id
         self.attachment_id = attachment_id
-        self.path = path
         self.page_size = page_size
         self.start = mapping.start
         self.size = mapping.size

@@ -32,9 +32,6 @@ def id_field(data: bytes, end: int) -> int:
     """The request id when data[:end] is exactly its field (the tag, then one varint); else -1."""
     if not 1 < end <= _ID_END_MAX or data[0] != _ID_TAG or data[end - 1] > 0x7F:
         return -1
-    if end == 4:  # ids 16384 to 2097151, most of a busy session's life: no loop
-        low, middle = data[1], data[2]
-        return low & 0x7F | (middle & 0x7F) << 7 | data[3] << 14 if low > 0x7F and middle > 0x7F else -1
     value = 0
     for byte in data[end - 2 : 0 : -1]:  # the varint's other bytes, most significant first
         if byte < 0x80:

@@ -573,7 +573,7 @@ class SessionServer:
         try:
             handoff = self.broker.attach(session, namespace, path, region_id, access)
         except BrokerError as exc:
-            if exc.errno not in CURABLE or conn.channel is None or not self._drain(conn):
+            if not self._cured(conn, exc):
                 raise
             handoff = self.broker.attach(session, namespace, path, region_id, access)
         self._send(conn, self._attach_reply.fill(request_id, handoff), handoff.fd)
@@ -593,9 +593,13 @@ class SessionServer:
         try:
             self._create(conn, request_id, create)
         except BrokerError as exc:
-            if exc.errno not in CURABLE or conn.channel is None or not self._drain(conn):
+            if not self._cured(conn, exc):
                 raise
             self._create(conn, request_id, create)
+
+    def _cured(self, conn: Connection, exc: BrokerError) -> bool:
+        """Whether serving the waiting detaches may cure exc (they were served if so): then try once more."""
+        return exc.errno in CURABLE and conn.channel is not None and self._drain(conn)
 
     def _create(self, conn: Connection, request_id: int, create: session_pb2.CreateAndAttachRequest) -> None:
         session = conn.session
